@@ -1,0 +1,20 @@
+"""Post-LN: sub-layer -> dropout -> residual add -> LayerNorm (Vaswani et al. 2017; Xiong et al. 2020, Fig. 1a)."""
+
+from . import NormScheme, register_scheme
+
+
+@register_scheme
+class PostLN(NormScheme):
+    name = "post_ln"
+    summary = "x_{l+1} = LN(x_l + F(x_l)); no final LayerNorm"
+
+    def configure(self, args) -> None:
+        if getattr(args, "encoder_normalize_before", False) or getattr(
+            args, "decoder_normalize_before", False
+        ):
+            raise ValueError(
+                "--norm-scheme post_ln contradicts --encoder/decoder-normalize-before; "
+                "use --norm-scheme pre_ln instead"
+            )
+        args.encoder_normalize_before = False
+        args.decoder_normalize_before = False

@@ -1,0 +1,82 @@
+"""Run a fairseq command-line tool with our plugin loaded and configuration errors as one line.
+
+    python -m normpos.fairseq_run train DATA_DIR [fairseq-train options]
+    python -m normpos.fairseq_run generate DATA_DIR [fairseq-generate options]
+
+It is fairseq's own ``cli_main`` (same parser, same training loop), plus: ``--user-dir`` pointing at
+``plugins/normpos_fairseq`` is added; a missing data folder and bad optimizer/schedule values are reported
+before fairseq loads anything; and a ``ValueError``/``FileNotFoundError`` (a bad option value, a missing file) is printed as one line
+``normpos: error: ...`` with exit code 2 instead of a traceback. Set ``NORMPOS_TRACEBACK=1`` to see it.
+"""
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from normpos.plugin import PLUGIN_DIR
+
+TOOLS = {"train": "fairseq_cli.train", "generate": "fairseq_cli.generate", "preprocess": "fairseq_cli.preprocess"}
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for, reported as one line."""
+
+
+def with_plugin(argv: List[str]) -> List[str]:
+    return argv if "--user-dir" in argv else [*argv, "--user-dir", str(PLUGIN_DIR)]
+
+
+def check_data_dir(tool: str, argv: List[str]) -> None:
+    if tool == "preprocess":
+        return
+    if not argv or argv[0].startswith("-"):
+        raise UsageError(f"fairseq-{tool} needs the binarized data folder as its first argument")
+    data = Path(argv[0].split(":")[0])  # fairseq accepts data shards as dir1:dir2
+    if not data.is_dir():
+        raise UsageError(f"data folder {data} does not exist (prepare it first, e.g. make data-multi30k)")
+
+
+def check_train_options(argv: List[str]) -> None:
+    """Build the optimizer and lr scheduler from the command line on a dummy parameter, so that a bad value
+    (warm-up < 1, lr <= 0, ...) is refused in a second, before fairseq loads data and builds the model."""
+    import torch
+    from fairseq import optim, options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.optim.lr_scheduler import build_lr_scheduler
+
+    args = options.parse_args_and_arch(options.get_training_parser(), with_plugin(argv))
+    cfg = convert_namespace_to_omegaconf(args)
+    optimizer = optim.build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    build_lr_scheduler(cfg.lr_scheduler, optimizer)
+
+
+def run(tool: str, argv: List[str]) -> int:
+    if tool not in TOOLS:
+        raise UsageError(f"unknown tool {tool!r}; valid: {', '.join(TOOLS)}")
+    check_data_dir(tool, argv)
+    if tool == "train":
+        check_train_options(argv)
+    module = importlib.import_module(TOOLS[tool])
+    sys.argv = [f"fairseq-{tool}", *with_plugin(argv)]
+    module.cli_main()
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        return run(argv[0], argv[1:])
+    except (UsageError, ValueError, FileNotFoundError) as err:
+        if os.environ.get("NORMPOS_TRACEBACK"):
+            raise
+        print(f"normpos: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
