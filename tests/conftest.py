@@ -26,3 +26,38 @@ def dict_dir(tmp_path_factory) -> Path:
     for lang in ("de", "en"):
         (folder / f"dict.{lang}.txt").write_text(words)
     return folder
+
+
+def tiny_corpus_lines(lang: str, count: int):
+    """Real text (Multi30k, tokenized and lowercased) when staged, else a synthetic copy task."""
+    tok = SHARED_DATA / "multi30k" / "task1" / "tok" / f"train.lc.norm.tok.{lang}"
+    if tok.is_file():
+        return tok.read_text(encoding="utf-8").splitlines()[:count]
+    import random
+
+    rng = random.Random(0)
+    return [" ".join(f"w{rng.randrange(40)}" for _ in range(6)) for _ in range(count)]
+
+
+@pytest.fixture(scope="session")
+def tiny_bin(tmp_path_factory) -> Path:
+    """A binarized de-en corpus (400 train / 40 valid / 40 test) with ``ref/`` references beside ``bin/``."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("tiny")
+    splits = {"train": (0, 400), "valid": (400, 440), "test": (440, 480)}
+    (root / "ref").mkdir()
+    for lang in ("de", "en"):
+        lines = tiny_corpus_lines(lang, 480)
+        for split, (a, b) in splits.items():
+            text = "\n".join(lines[a:b]) + "\n"
+            (root / f"{split}.{lang}").write_text(text, encoding="utf-8")
+            (root / "ref" / f"{split}.{lang}").write_text(text, encoding="utf-8")
+    subprocess.run(
+        [sys.executable, "-m", "normpos.fairseq_run", "preprocess", "--source-lang", "de", "--target-lang", "en",
+         "--joined-dictionary", "--trainpref", str(root / "train"), "--validpref", str(root / "valid"),
+         "--testpref", str(root / "test"), "--destdir", str(root / "bin"), "--workers", "1"],
+        check=True, capture_output=True,
+    )
+    return root / "bin"

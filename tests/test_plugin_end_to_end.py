@@ -1,6 +1,6 @@
 """A tiny real pipeline on CPU, each variant: binarize, train a few updates, save, resume, generate,
 average checkpoints, score with sacreBLEU. Real text (Multi30k from ../shared/data) when staged, else a
-synthetic copy task so the test stands alone."""
+synthetic copy task so the test stands alone (the ``tiny_bin`` fixture in conftest.py)."""
 
 import re
 import subprocess
@@ -11,7 +11,6 @@ import pytest
 import sacrebleu
 import torch
 
-from conftest import SHARED_DATA
 
 pytestmark = pytest.mark.slow
 
@@ -29,33 +28,6 @@ def run_tool(tool, *argv):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout + proc.stderr
-
-
-def write_corpus(folder: Path):
-    """train/valid/test .de/.en: 400/40/40 lines of Multi30k (tokenized, lowercased) or a copy task."""
-    tok = SHARED_DATA / "multi30k" / "task1" / "tok"
-    splits = {"train": (0, 400), "valid": (400, 440), "test": (440, 480)}
-    for lang in ("de", "en"):
-        if tok.is_dir():
-            lines = (tok / f"train.lc.norm.tok.{lang}").read_text(encoding="utf-8").splitlines()[:480]
-        else:
-            g = torch.Generator().manual_seed(0)
-            lines = [" ".join(f"w{int(i)}" for i in torch.randint(0, 40, (6,), generator=g)) for _ in range(480)]
-        for split, (a, b) in splits.items():
-            (folder / f"{split}.{lang}").write_text("\n".join(lines[a:b]) + "\n", encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def bin_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    write_corpus(root)
-    out = root / "bin"
-    run_tool(
-        "preprocess", "--source-lang", "de", "--target-lang", "en", "--joined-dictionary",
-        "--trainpref", root / "train", "--validpref", root / "valid", "--testpref", root / "test",
-        "--destdir", out, "--workers", "1",
-    )
-    return out
 
 
 def train(bin_dir, save_dir, arch, max_update):
@@ -85,7 +57,8 @@ def generate(bin_dir, checkpoint):
 
 
 @pytest.mark.parametrize("arch", ["normpos_iwslt_de_en_post_ln", "normpos_iwslt_de_en_pre_ln"])
-def test_train_resume_generate_average_score(bin_dir, tmp_path, arch):
+def test_train_resume_generate_average_score(tiny_bin, tmp_path, arch):
+    bin_dir = tiny_bin
     save = tmp_path / "ckpt"
     train(bin_dir, save, arch, 4)
     assert num_updates(save / "checkpoint_last.pt") == 4

@@ -1,0 +1,1 @@
+"""Experiments of the paper as Hydra configs: validation, the fairseq command, one run, the sweep app."""

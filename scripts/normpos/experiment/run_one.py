@@ -1,0 +1,226 @@
+"""Run one configuration: train (or resume, or skip), watch for divergence, record the outcome, score.
+
+Files in the run directory (all written atomically):
+- ``run.json``: what this run is (config values, label, paper number, command, commit, machine);
+- ``config.yaml``: the composed config; ``command.sh``: the exact command; ``train.log``: fairseq's log;
+- ``metrics.jsonl``: one row per epoch (train/valid loss, valid BLEU, lr);
+- ``status.json``: ``finished`` | ``diverged`` | ``failed``, with the reason.
+
+A run whose status is final is skipped; one that was killed resumes from ``checkpoints/checkpoint_last.pt``
+(fairseq does that by itself when the save dir has one). A diverged run is an outcome, not an error: the
+sweep goes on.
+"""
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from omegaconf import OmegaConf
+
+from . import command, fairseq_log
+from .schema import ExperimentCfg
+
+FINAL = ("finished", "diverged")
+REPO = Path(__file__).resolve().parents[3]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_status(directory: Path) -> Optional[dict]:
+    try:
+        return json.loads((directory / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def git_commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                           capture_output=True, text=True).stdout.strip()
+    return proc.stdout.strip() + ("+dirty" if dirty else "") if proc.returncode == 0 else "unknown"
+
+
+def machine() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name()} x{torch.cuda.device_count()}, torch {torch.__version__}"
+        return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
+    except ImportError:
+        return platform.platform()
+
+
+def describe(cfg: ExperimentCfg, argv: List[str]) -> dict:
+    """run.json: everything the reports and the scorer need to know about the run."""
+    return {
+        "dataset": cfg.dataset.name, "experiment": cfg.experiment, "section": cfg.section,
+        "config": command.config_slug(cfg), "label": command.config_label(cfg), "seed": cfg.seed,
+        "scheme": cfg.model.scheme, "optimizer": cfg.optim.optimizer, "lr": cfg.optim.lr,
+        "lr_scheduler": cfg.schedule.name, "warmup_updates": cfg.schedule.warmup_updates,
+        "data_bin": cfg.dataset.data_bin, "ref_dir": cfg.dataset.ref_dir,
+        "source_lang": cfg.dataset.source_lang, "target_lang": cfg.dataset.target_lang,
+        "subword": cfg.dataset.subword, "beam": cfg.eval.beam, "lenpen": cfg.eval.lenpen,
+        "avg_last_n": cfg.eval.avg_last_n, "compound_split": cfg.eval.compound_split,
+        "paper": paper_numbers(cfg),
+        "command": command.shell_line(argv), "commit": git_commit(), "machine": machine(),
+    }
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(b)))
+    return a == b
+
+
+def paper_numbers(cfg: ExperimentCfg) -> Optional[dict]:
+    """The paper's number(s) for this configuration: the first ``paper`` entry whose ``when`` matches."""
+    entries = OmegaConf.to_container(cfg.paper) if OmegaConf.is_config(cfg.paper) else cfg.paper
+    for entry in entries or []:
+        when = entry.get("when") or {}
+        if all(_same(OmegaConf.select(cfg, key), value) for key, value in when.items()):
+            return {k: v for k, v in entry.items() if k != "when"}
+    return None
+
+
+class Watcher:
+    """Follows fairseq's log: collects per-epoch metrics, spots divergence in the training loss."""
+
+    def __init__(self, factor: float, metrics: Dict[int, dict]):
+        self.factor = factor
+        self.metrics = metrics
+        self.first_loss: Optional[float] = None
+        self.train_summary: dict = {}
+        self.progress: Optional[float] = None
+        self.diverged: Optional[str] = None
+        self.saw_marker: Optional[str] = None
+
+    def feed(self, line: str) -> bool:
+        """Take one log line; return True when the epoch metrics changed."""
+        for marker in fairseq_log.DIVERGENCE_MARKERS:
+            if marker in line:
+                self.saw_marker = marker
+        parsed = fairseq_log.parse_line(line)
+        if not parsed:
+            return False
+        kind, stats = parsed
+        if kind == "train_inner":
+            self.train_summary = {"train_loss": stats.get("loss"), "train_lr": stats.get("lr"),
+                                  "train_num_updates": stats.get("num_updates"), "epoch": stats.get("epoch")}
+            self.progress = stats.get("update")
+            self._check_loss(stats.get("loss"), int(stats.get("num_updates", 0) or 0))
+        elif kind == "train":
+            self.train_summary = stats
+            self.progress = stats.get("epoch")
+            self._check_loss(stats.get("train_loss"), int(stats.get("train_num_updates", 0) or 0))
+        elif kind == "valid":
+            record = fairseq_log.epoch_record(self.train_summary, stats, self.progress)
+            self.metrics[record["num_updates"]] = record
+            return True
+        return False
+
+    def _check_loss(self, loss, updates: int) -> None:
+        if loss is None or self.diverged:
+            return
+        if not fairseq_log.is_finite(loss):
+            self.diverged = f"training loss {loss} at update {updates}"
+        elif self.first_loss is None:
+            self.first_loss = loss
+        elif loss > self.factor * self.first_loss:
+            self.diverged = (f"training loss {loss:.2f} at update {updates} is above {self.factor} x "
+                             f"its first value {self.first_loss:.2f}")
+
+
+def load_metrics(path: Path) -> Dict[int, dict]:
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {row["num_updates"]: row for row in rows}
+
+
+def save_metrics(path: Path, metrics: Dict[int, dict]) -> None:
+    write_atomic(path, "".join(json.dumps(metrics[e], sort_keys=True) + "\n" for e in sorted(metrics)))
+
+
+def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> dict:
+    """Run fairseq-train, stream its log, stop it on divergence; return the status record."""
+    metrics = load_metrics(directory / "metrics.jsonl")  # a resumed run keeps its earlier epochs
+    watcher = Watcher(cfg.run.divergence_factor, metrics)
+    start = time.time()
+    with open(directory / "train.log", "a", encoding="utf-8") as log:
+        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {command.shell_line(argv)}\n")
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+        tail: List[str] = []
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                tail = (tail + [line.rstrip()])[-20:]
+                if watcher.feed(line):
+                    save_metrics(directory / "metrics.jsonl", metrics)
+                    last = metrics[max(metrics)]
+                    print(f"[{directory}] epoch {last['epoch']}: valid loss {last['valid_loss']}"
+                          + (f", valid BLEU {last['valid_bleu']}" if last.get("valid_bleu") is not None else ""),
+                          flush=True)
+                if watcher.diverged:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    break
+        finally:
+            code = proc.wait()
+    updates = max((m["num_updates"] for m in metrics.values()), default=0)
+    base = {"num_updates": updates, "epochs": max((m["epoch"] for m in metrics.values()), default=0), "wall_seconds": round(time.time() - start, 1)}
+    if watcher.diverged:
+        return {**base, "status": "diverged", "reason": watcher.diverged}
+    if code != 0 and watcher.saw_marker:
+        return {**base, "status": "diverged", "reason": f"fairseq stopped: {watcher.saw_marker}"}
+    if code != 0:
+        return {**base, "status": "failed", "reason": f"exit code {code}: " + " / ".join(tail[-3:])}
+    return {**base, "status": "finished", "reason": ""}
+
+
+def gpu_env(cfg: ExperimentCfg, job_num: int) -> dict:
+    env = dict(os.environ)
+    if cfg.run.gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = str(cfg.run.gpu_ids[job_num % len(cfg.run.gpu_ids)])
+    return env
+
+
+def run(cfg: ExperimentCfg, job_num: int = 0) -> dict:
+    """Train and score one configuration; return its status. Never raises for a diverged or failed run."""
+    directory = command.run_dir(cfg)
+    argv = command.train_argv(cfg, directory)
+    if cfg.run.dry_run:
+        print(command.shell_line(argv), flush=True)
+        return {"status": "dry-run"}
+    status = read_status(directory)
+    if status and status["status"] in FINAL:
+        print(f"[{directory}] {status['status']} already; skipped", flush=True)
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json(directory / "run.json", describe(cfg, argv))
+        write_atomic(directory / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_atomic(directory / "command.sh", "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n")
+        resumed = (directory / "checkpoints" / "checkpoint_last.pt").exists()
+        print(f"[{directory}] {'resuming' if resumed else 'training'}", flush=True)
+        status = train(cfg, directory, argv, gpu_env(cfg, job_num))
+        write_json(directory / "status.json", status)
+        print(f"[{directory}] {status['status']} {status['reason']}".rstrip(), flush=True)
+    if cfg.eval.score and status["status"] == "finished":
+        from normpos.scoring.score_run import score_run  # the scorer reads run.json; imported only when used
+
+        score_run(directory)
+    return status

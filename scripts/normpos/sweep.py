@@ -1,0 +1,36 @@
+"""The experiments of the paper as a Hydra app: one run, or with ``--multirun`` a sweep.
+
+    python -m normpos.sweep experiment=iwslt14_sec3_postln_adam --multirun            # the paper's grid
+    python -m normpos.sweep experiment=iwslt14_sec3_postln_adam --multirun run.dry_run=true   # list commands
+    python -m normpos.sweep experiment=demo --multirun hydra/launcher=joblib hydra.launcher.n_jobs=4
+
+Each job validates its composed config (one-line error on a bad value), then trains, records and scores
+the run (``normpos.experiment.run_one``). Jobs run in order with Hydra's basic launcher; the joblib launcher
+packs several on one GPU (or, with ``run.gpu_ids=[0,1,...]``, spreads them over GPUs); the submitit launcher
+sends them to Slurm (``hydra/launcher=submitit_slurm``).
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from normpos.experiment import run_one
+from normpos.experiment.schema import ConfigError, validate
+
+
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
+def main(cfg: DictConfig) -> str:
+    try:
+        typed = validate(cfg)
+    except ConfigError as err:
+        print(f"normpos: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    from hydra.core.hydra_config import HydraConfig
+
+    job_num = HydraConfig.get().job.get("num", 0) or 0
+    return run_one.run(typed, job_num)["status"]
+
+
+if __name__ == "__main__":
+    main()
