@@ -14,7 +14,6 @@ sweep goes on.
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -163,8 +162,8 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
     start = time.time()
     with open(directory / "train.log", "a", encoding="utf-8") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {command.shell_line(argv)}\n")
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                start_new_session=True)
+        # same process group as the sweep: killing the sweep (Ctrl-C, scancel) stops the training too
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         tail: List[str] = []
         try:
             for line in proc.stdout:
@@ -177,7 +176,7 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
                           + (f", valid BLEU {last['valid_bleu']}" if last.get("valid_bleu") is not None else ""),
                           flush=True)
                 if watcher.diverged:
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.terminate()  # fairseq's data workers are daemonic and exit with it
                     break
         finally:
             code = proc.wait()
