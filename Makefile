@@ -24,6 +24,64 @@ test: $(SETUP)  ## run the test suite (sets up .venv first if needed)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(SETUP)  ## tokens/s of our Post-LN and Pre-LN vs fairseq's built-in transformer, same batches, one run
-	$(PY) -m normpos.bench_models
+	$(PY) -m normpos.bench_models $(BENCH_ARGS)
 
-.PHONY: help setup test bench
+# ---- data (data/README.md). SOURCE=URL_OR_PATH takes a downloaded archive or folder (offline use).
+DATA_ARGS = $(if $(SOURCE),--source $(SOURCE),) $(DATA_OPTS)
+
+data-multi30k: $(SETUP)  ## Multi30k De-En, joint BPE 8K -> data/multi30k/bpe8000 (offline from ../shared/data)
+	$(PY) -m normpos.data prepare multi30k $(DATA_ARGS)
+
+data-iwslt14: $(SETUP)  ## IWSLT14 De-En as fairseq's prepare-iwslt14.sh, joint BPE 10K -> data/iwslt14/bpe10000
+	$(PY) -m normpos.data prepare iwslt14 $(DATA_ARGS)
+
+data-wmt14: $(SETUP)  ## WMT14 En-De (Europarl v7, CommonCrawl, NC v9), joint BPE 40K -> data/wmt14/bpe40000
+	$(PY) -m normpos.data prepare wmt14 $(DATA_ARGS)
+
+bench-prep: $(SETUP)  ## sentences/s of our tokenize+BPE path vs a serial baseline; projected IWSLT14/WMT14 times
+	$(PY) -m normpos.data bench
+
+# ---- experiments (configs/experiment/*.yaml). A sweep is a Hydra multirun; ARGS adds overrides, e.g.
+#   make sweep EXPERIMENT=sec3_postln_adam ARGS='seed=1 hydra/launcher=joblib hydra.launcher.n_jobs=4'
+# DRY_RUN=1 lists the fairseq-train commands without running anything.
+EXPERIMENT ?= demo
+DATASET ?= $(shell sed -n 's|^  - override /dataset: ||p' configs/experiment/$(EXPERIMENT).yaml)
+RUN_ROOT ?= results/runs
+SWEEP = $(PY) -m normpos.sweep -m experiment=$(1) $(if $(2),dataset=$(2),) run.root=$(RUN_ROOT) $(if $(DRY_RUN),run.dry_run=true,) $(ARGS)
+REPORT = $(PY) -m normpos.report $(1) --root $(RUN_ROOT)/$(2)/$(3) --out results/$(2)/$(3)
+IWSLT_EXPERIMENTS = sec3_postln_adam sec3_postln_sgd sec4_preln_vs_postln sec4_radam appH_postln_small_lr
+# the Multi30k grid at the IWSLT model size (what a single GPU reproduces in minutes)
+MULTI30K_EXPERIMENTS = sec3_postln_adam sec4_preln_vs_postln
+
+sweep: $(SETUP)  ## run one experiment's sweep: EXPERIMENT=name [DATASET=...] [ARGS=...] [DRY_RUN=1]
+	$(call SWEEP,$(EXPERIMENT),$(DATASET))
+
+table: $(SETUP)  ## Markdown/LaTeX/CSV table of an experiment: EXPERIMENT=name [DATASET=...] -> results/DATASET/EXPERIMENT
+	$(call REPORT,table,$(DATASET),$(EXPERIMENT))
+
+figures: $(SETUP)  ## the paper's Fig. 2/4 analogues and the speed-up figure: EXPERIMENT=name [DATASET=...]
+	$(call REPORT,figures,$(DATASET),$(EXPERIMENT))
+
+define reproduce
+	$(if $(DRY_RUN),,$(MAKE) --no-print-directory data-$(1))
+	set -e; for e in $(2); do $(call SWEEP,$$e,$(1)); \
+	  $(if $(DRY_RUN),,$(call REPORT,table,$(1),$$e); $(call REPORT,figures,$(1),$$e);) done
+endef
+
+reproduce-iwslt: $(SETUP)  ## IWSLT14: data, every IWSLT sweep of the paper, scoring, tables, figures [DRY_RUN=1]
+	$(call reproduce,iwslt14,$(IWSLT_EXPERIMENTS))
+
+reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer base), scoring, table, figures [DRY_RUN=1]
+	$(call reproduce,wmt14,sec4_wmt_preln_vs_postln)
+
+reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWSLT model size (GPU) [DRY_RUN=1]
+	$(call reproduce,multi30k,$(MULTI30K_EXPERIMENTS))
+
+demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU (~15 min): Post-LN vs Pre-LN without warm-up, table, figures
+	$(MAKE) --no-print-directory data-multi30k
+	$(call SWEEP,demo,multi30k)
+	$(call REPORT,table,multi30k,demo)
+	$(call REPORT,figures,multi30k,demo)
+
+.PHONY: help setup test bench data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
+	reproduce-iwslt reproduce-wmt reproduce-multi30k demo

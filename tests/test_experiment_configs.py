@@ -51,7 +51,7 @@ def test_experiment_composes_and_builds_the_papers_model(name, dict_dir):
 
 
 def test_dry_run_lists_the_full_iwslt_sweep(tmp_path):
-    proc = sweep("experiment=iwslt14_sec3_postln_adam", "run.dry_run=true", root=tmp_path)
+    proc = sweep("experiment=sec3_postln_adam", "run.dry_run=true", root=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     commands = [line for line in proc.stdout.splitlines() if "normpos.fairseq_run train" in line]
     assert len(commands) == 2 * 3 * 3  # lr x warm-up x seeds
@@ -71,7 +71,7 @@ def test_dry_run_lists_the_full_iwslt_sweep(tmp_path):
     ("+optim.lrr=1", "Key 'lrr' not in 'OptimCfg'"),
 ])
 def test_bad_values_are_one_line_errors(tmp_path, override, message):
-    proc = sweep("experiment=iwslt14_sec4_preln_vs_postln", "run.dry_run=true", override, root=tmp_path)
+    proc = sweep("experiment=sec4_preln_vs_postln", "run.dry_run=true", override, root=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "HYDRA" not in line]
     assert proc.returncode == 2
     assert lines == [f"normpos: error: {lines[0][len('normpos: error: '):]}"] and message in lines[0]

@@ -1,7 +1,7 @@
 """The experiments of the paper as a Hydra app: one run, or with ``--multirun`` a sweep.
 
-    python -m normpos.sweep experiment=iwslt14_sec3_postln_adam --multirun            # the paper's grid
-    python -m normpos.sweep experiment=iwslt14_sec3_postln_adam --multirun run.dry_run=true   # list commands
+    python -m normpos.sweep experiment=sec3_postln_adam --multirun            # the paper's grid
+    python -m normpos.sweep experiment=sec3_postln_adam --multirun run.dry_run=true   # list commands
     python -m normpos.sweep experiment=demo --multirun hydra/launcher=joblib hydra.launcher.n_jobs=4
 
 Each job validates its composed config (one-line error on a bad value), then trains, records and scores
