@@ -1,0 +1,135 @@
+"""File helpers shared by every step: atomic outputs, line-exact text I/O, hashes, core count.
+
+Two rules hold for every file this package writes:
+- it appears under its final name only when complete (written under a temporary name in the same
+  folder, then renamed), so an existing output is always a finished one (style guide, rule 5);
+- text is UTF-8 and a line ends at ``\\n`` only. Python's default universal-newline mode would also split
+  at a lone ``\\r`` (Common Crawl has some), which the Moses perl scripts do not, and would silently
+  misalign the two sides of a parallel corpus.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# Undecodable bytes become U+FFFD instead of aborting an hour into WMT14; the perl tools also carry on.
+TEXT_ERRORS = "replace"
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def shared_data_dir() -> Path:
+    """The offline real data staged next to the repository (``../shared/data``), or $NORMPOS_SHARED_DATA."""
+    repo = Path(__file__).resolve().parents[3]
+    return Path(os.environ.get("NORMPOS_SHARED_DATA", repo.parent / "shared" / "data"))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write (a file or a folder); rename it onto ``path`` on success.
+
+    On any exception the temporary is removed and ``path`` is left as it was, so a failed or killed step
+    never leaves a partial output under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if path.is_dir() and tmp.is_dir():
+            _remove(path)  # os.replace cannot replace a non-empty folder
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def open_text(path: Path, mode: str = "r"):
+    """Open a text file (``.gz`` transparently) as UTF-8 with ``\\n``-only line ends."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        if "r" in mode:
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors=TEXT_ERRORS, newline="\n")
+        raise ValueError("writing .gz is not needed here")
+    return open(path, mode, encoding="utf-8", errors=TEXT_ERRORS, newline="\n")
+
+
+def read_lines(path: Path) -> Iterator[str]:
+    """Stream the lines of a text file without their ``\\n`` (perl ``chomp``)."""
+    with open_text(path) as f:
+        for line in f:
+            yield line[:-1] if line.endswith("\n") else line
+
+
+def write_lines(path: Path, lines: Iterable[str]) -> int:
+    """Write ``lines`` (without ``\\n``) to ``path`` atomically; return how many were written."""
+    n = 0
+    with atomic_output(Path(path)) as tmp, open_text(tmp, "w") as f:
+        for line in lines:
+            f.write(line)
+            f.write("\n")
+            n += 1
+    return n
+
+
+def count_lines(path: Path) -> int:
+    """Number of ``\\n``-terminated lines (plus a last unterminated one), counted on bytes for speed."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def hash_file(path: Path) -> dict:
+    """Size, sha256, md5 and git blob id of a file in one pass.
+
+    The git blob id (sha1 of ``b"blob <size>\\0" + bytes``) is listed because several known identities in
+    shared/data/PROVENANCE.md are git blobs of the files as committed in public repositories.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    sha256, md5, blob = hashlib.sha256(), hashlib.md5(), hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha256.update(block)
+            md5.update(block)
+            blob.update(block)
+    return {"size": size, "sha256": sha256.hexdigest(), "md5": md5.hexdigest(), "git_blob": blob.hexdigest()}
+
+
+def text_hash(lines: Iterable[str], algorithm: str = "md5") -> str:
+    """Hash of lines written one per line, as ``md5sum``/``sha256sum`` of the plain-text file would give."""
+    h = hashlib.new(algorithm)
+    for line in lines:
+        h.update(line.encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def concat_files(paths: Iterable[Path], out: Path) -> None:
+    """``cat paths > out``, atomically."""
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+        for p in paths:
+            with open(p, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
