@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 TINY = ["model.layers=2", "model.embed_dim=32", "model.ffn_embed_dim=64", "model.attention_heads=2",
         "train.max_tokens=800", "train.num_workers=0", "train.log_interval=1", "train.cpu=true",
         "train.valid_bleu=false", "eval.score=false"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: threads only fight over 2 cores
 
 
 def sweep_argv(tiny_bin: Path, root: Path, *overrides: str):
@@ -37,7 +38,7 @@ def metrics(directory: Path):
 def test_killed_sweep_resumes_and_keeps_each_row_once(tiny_bin, tmp_path):
     overrides = ["hydra.sweeper.params.variant=preln_constant", "train.max_update=40",
                  "train.extra_args=[--validate-interval-updates,5,--save-interval-updates,5]"]
-    proc = subprocess.Popen(sweep_argv(tiny_bin, tmp_path, *overrides), cwd=REPO, start_new_session=True,
+    proc = subprocess.Popen(sweep_argv(tiny_bin, tmp_path, *overrides), cwd=REPO, env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
@@ -56,7 +57,7 @@ def test_killed_sweep_resumes_and_keeps_each_row_once(tiny_bin, tmp_path):
     assert not (directory / "status.json").exists()  # killed: no final status
     before = metrics(directory)
 
-    done = subprocess.run(sweep_argv(tiny_bin, tmp_path, *overrides), cwd=REPO, capture_output=True,
+    done = subprocess.run(sweep_argv(tiny_bin, tmp_path, *overrides), cwd=REPO, env=ENV, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming" in done.stdout
@@ -68,7 +69,7 @@ def test_killed_sweep_resumes_and_keeps_each_row_once(tiny_bin, tmp_path):
     assert updates == sorted(set(updates)) and updates[-1] == 40  # each validation once, in order
     assert {r["num_updates"] for r in before} <= set(updates)
 
-    again = subprocess.run(sweep_argv(tiny_bin, tmp_path, *overrides), cwd=REPO, capture_output=True,
+    again = subprocess.run(sweep_argv(tiny_bin, tmp_path, *overrides), cwd=REPO, env=ENV, capture_output=True,
                            text=True, timeout=600)
     assert "finished already; skipped" in again.stdout
     assert metrics(directory) == rows
@@ -77,7 +78,7 @@ def test_killed_sweep_resumes_and_keeps_each_row_once(tiny_bin, tmp_path):
 def test_diverged_run_is_an_outcome_and_the_sweep_goes_on(tiny_bin, tmp_path):
     overrides = ["variant=postln_constant", "optim.lr=50,1e-3",
                  "train.max_update=20"]
-    proc = subprocess.run(sweep_argv(tiny_bin, tmp_path, *overrides), cwd=REPO, capture_output=True,
+    proc = subprocess.run(sweep_argv(tiny_bin, tmp_path, *overrides), cwd=REPO, env=ENV, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     statuses = {d.parent.name: json.loads((d / "status.json").read_text()) for d in run_dirs(tmp_path)}
@@ -85,3 +86,28 @@ def test_diverged_run_is_an_outcome_and_the_sweep_goes_on(tiny_bin, tmp_path):
     assert statuses["post_ln_adam_lr-50_constant_L2"]["status"] == "diverged"
     assert statuses["post_ln_adam_lr-50_constant_L2"]["reason"]
     assert statuses["post_ln_adam_lr-1e-3_constant_L2"]["status"] == "finished"
+
+
+def test_tiny_sweep_to_scores_table_and_figures(tiny_bin, tmp_path):
+    """2 x 2 configurations through training, scoring, the table and the figures."""
+    overrides = ["variant=postln_warmup,preln_constant", "optim.lr=1e-3,5e-4", "train.max_update=12",
+                 "schedule.warmup_updates=4", "eval.beam=2", "eval.score=true",
+                 "train.extra_args=[--validate-interval-updates,4]"]
+    proc = subprocess.run(sweep_argv(tiny_bin, tmp_path, *overrides), cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dirs = run_dirs(tmp_path)
+    assert len(dirs) == 4
+    for d in dirs:
+        score = json.loads((d / "score.json").read_text())
+        assert 0 <= score["test_tok_bleu"] <= 100 and "nrefs:1" in score["sacrebleu_signature"]
+        assert not (d / "checkpoints" / "checkpoint_last.pt").exists()  # pruned: only scoring's checkpoint
+        assert (d / "checkpoints" / "checkpoint_best.pt").exists()
+    root, out = tmp_path / "multi30k" / "demo", tmp_path / "report"
+    for what in ("table", "figures"):
+        made = subprocess.run([sys.executable, "-m", "normpos.report", what, "--root", str(root), "--out", str(out)],
+                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+        assert made.returncode == 0, made.stderr[-2000:]
+    rows = (out / "table.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4
+    assert (out / "curves.png").stat().st_size > 10_000

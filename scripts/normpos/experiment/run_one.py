@@ -14,6 +14,7 @@ sweep goes on.
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -73,7 +74,7 @@ def describe(cfg: ExperimentCfg, argv: List[str]) -> dict:
         "lr_scheduler": cfg.schedule.name, "warmup_updates": cfg.schedule.warmup_updates,
         "data_bin": cfg.dataset.data_bin, "ref_dir": cfg.dataset.ref_dir,
         "source_lang": cfg.dataset.source_lang, "target_lang": cfg.dataset.target_lang,
-        "subword": cfg.dataset.subword, "beam": cfg.eval.beam, "lenpen": cfg.eval.lenpen,
+        "subword": cfg.dataset.subword, "beam": cfg.eval.beam, "lenpen": cfg.eval.lenpen, "max_len_b": cfg.eval.max_len_b,
         "avg_last_n": cfg.eval.avg_last_n, "compound_split": cfg.eval.compound_split,
         "paper": paper_numbers(cfg),
         "command": command.shell_line(argv), "commit": git_commit(), "machine": machine(),
@@ -118,6 +119,8 @@ class Watcher:
             return False
         kind, stats = parsed
         if kind == "train_inner":
+            print(f"  update {int(stats.get('num_updates', 0))}: train loss {stats.get('loss')}, "
+                  f"lr {stats.get('lr')}", flush=True)
             self.train_summary = {"train_loss": stats.get("loss"), "train_lr": stats.get("lr"),
                                   "train_num_updates": stats.get("num_updates"), "epoch": stats.get("epoch")}
             self.progress = stats.get("update")
@@ -168,6 +171,7 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
         try:
             for line in proc.stdout:
                 log.write(line)
+                log.flush()  # the log is what a user tails while the run goes
                 tail = (tail + [line.rstrip()])[-20:]
                 if watcher.feed(line):
                     save_metrics(directory / "metrics.jsonl", metrics)
@@ -191,8 +195,9 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
     return {**base, "status": "finished", "reason": ""}
 
 
-def gpu_env(cfg: ExperimentCfg, job_num: int) -> dict:
-    env = dict(os.environ)
+def child_env(cfg: ExperimentCfg, job_num: int) -> dict:
+    # unbuffered: the log is read line by line while training runs (progress, divergence)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if cfg.run.gpu_ids:
         env["CUDA_VISIBLE_DEVICES"] = str(cfg.run.gpu_ids[job_num % len(cfg.run.gpu_ids)])
     return env
@@ -215,11 +220,23 @@ def run(cfg: ExperimentCfg, job_num: int = 0) -> dict:
         write_atomic(directory / "command.sh", "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n")
         resumed = (directory / "checkpoints" / "checkpoint_last.pt").exists()
         print(f"[{directory}] {'resuming' if resumed else 'training'}", flush=True)
-        status = train(cfg, directory, argv, gpu_env(cfg, job_num))
+        status = train(cfg, directory, argv, child_env(cfg, job_num))
         write_json(directory / "status.json", status)
         print(f"[{directory}] {status['status']} {status['reason']}".rstrip(), flush=True)
     if cfg.eval.score and status["status"] == "finished":
         from normpos.scoring.score_run import score_run  # the scorer reads run.json; imported only when used
 
-        score_run(directory)
+        outcome, _ = score_run(directory)
+        print(f"[{directory}] test set {outcome}", flush=True)
+    if status["status"] in FINAL:
+        prune_checkpoints(directory / "checkpoints", keep=status["status"] == "finished")
     return status
+
+
+def prune_checkpoints(folder: Path, keep: bool) -> None:
+    """Disk is finite: a final run needs no checkpoint_last.pt (only resuming does); scoring uses
+    checkpoint_best.pt and the kept epoch checkpoints. A diverged run keeps none."""
+    for path in folder.glob("*.pt"):
+        interval = re.fullmatch(r"checkpoint_\d+_\d+\.pt", path.name)  # --save-interval-updates ones
+        if not keep or path.name == "checkpoint_last.pt" or interval:
+            path.unlink()

@@ -90,6 +90,7 @@ class EvalCfg:
     lenpen: float = 1.2
     avg_last_n: int = 0            # average the last N epoch checkpoints for the test score
     compound_split: bool = False   # WMT14: also report compound-split BLEU
+    max_len_b: int = 200           # longest hypothesis (fairseq-generate's default 200)
     score: bool = True
 
 
