@@ -36,6 +36,12 @@ PAPER_SPEEDUP = "IWSLT14, Xiong et al. 2020 sec. 4: Pre-LN epoch 9 ~ Post-LN epo
 FORMATS = ("png", "pdf")
 
 
+def has_warmup(run: dict) -> bool:
+    """Only the warm-up schedule warms up: warmup_updates is recorded for every run but read by it alone."""
+    return run.get("lr_scheduler", "warmup_inverse_sqrt") == "warmup_inverse_sqrt" and \
+        int(run.get("warmup_updates") or 1) > 1
+
+
 def choose_x(runs: list) -> str:
     """``epoch``, unless some run has several validations in one epoch: then ``num_updates``."""
     for run in runs:
@@ -133,8 +139,8 @@ def speedup_pairs(groups: dict) -> list:
     def info(config):
         return groups[config][0].info
 
-    pre = [c for c in groups if info(c).get("scheme") == "pre_ln" and int(info(c).get("warmup_updates") or 1) <= 1]
-    post = [c for c in groups if info(c).get("scheme") == "post_ln" and int(info(c).get("warmup_updates") or 1) > 1]
+    pre = [c for c in groups if info(c).get("scheme") == "pre_ln" and not has_warmup(info(c))]
+    post = [c for c in groups if info(c).get("scheme") == "post_ln" and has_warmup(info(c))]
     return [(p, q) for p in pre for q in post
             if (info(p).get("optimizer"), info(p).get("lr")) == (info(q).get("optimizer"), info(q).get("lr"))]
 

@@ -77,7 +77,8 @@ def cells(row: dict) -> dict:
                                  row["finished"], 3)
     epochs = row["epochs_mean"]
     out["epochs"] = "–" if epochs is None else (f"{epochs:.0f}" if float(epochs).is_integer() else f"{epochs:.1f}")
-    out["paper"] = "–" if row["paper_test_bleu"] is None else f"{row['paper_test_bleu']:.2f}"
+    paper = row["paper_test_bleu"]  # a number, or text such as "~34" for a value read off a figure
+    out["paper"] = "–" if paper is None else (f"{paper:.2f}" if isinstance(paper, (int, float)) else str(paper))
     return out
 
 
