@@ -23,6 +23,8 @@ from typing import Dict, List, Optional
 
 from omegaconf import OmegaConf
 
+from normpos.data.files import atomic_output
+
 from . import command, fairseq_log
 from .schema import ExperimentCfg
 
@@ -31,9 +33,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:  # a temporary name, renamed into place
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, data) -> None:
