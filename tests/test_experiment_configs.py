@@ -83,3 +83,25 @@ def test_validate_refuses_unknown_dataset_key():
     cfg.dataset.extra = 1
     with pytest.raises(ConfigError, match="extra"):
         validate(cfg)
+
+
+def test_slurm_launcher_composes_a_job_config():
+    """The cluster launcher (Hydra's submitit plugin) composes with our configs: Slurm job settings and the
+    sweep's deterministic directory."""
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.1"):
+        cfg = compose("train", overrides=["experiment=sec4_preln_vs_postln", "hydra/launcher=submitit_slurm",
+                                          "hydra.launcher.gpus_per_node=1", "hydra.launcher.timeout_min=600",
+                                          "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.gpus_per_node, launcher.timeout_min, launcher.partition) == (1, 600, "gpu")
+    assert launcher.submitit_folder == "results/runs/.hydra/sweep/.submitit/%j"  # under the sweep's fixed dir
+    validate(cfg)  # the job config itself is still valid
+
+
+def test_joblib_launcher_composes_for_packing_runs_on_one_gpu():
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.1"):
+        cfg = compose("train", overrides=["experiment=sec3_postln_adam", "hydra/launcher=joblib",
+                                          "hydra.launcher.n_jobs=4", "run.gpu_ids=[0,1]"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 4
+    assert list(validate(cfg).run.gpu_ids) == [0, 1]

@@ -129,8 +129,10 @@ def validate(cfg) -> ExperimentCfg:
     from normpos_fairseq.ffn_init import FFN_INITS
     from normpos_fairseq.schemes import scheme_names
 
-    raw = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    raw.pop("hydra", None)
+    if OmegaConf.is_config(cfg):  # Hydra's own node (launcher, dirs) is not ours to check, nor resolvable here
+        raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    else:
+        raw = {k: v for k, v in dict(cfg).items() if k != "hydra"}
     try:
         typed = OmegaConf.merge(OmegaConf.structured(ExperimentCfg), raw)
         OmegaConf.to_container(typed, throw_on_missing=True)
