@@ -26,6 +26,9 @@ test: $(SETUP)  ## run the test suite (sets up .venv first if needed)
 bench: $(SETUP)  ## tokens/s of our Post-LN and Pre-LN vs fairseq's built-in transformer, same batches, one run
 	$(PY) -m normpos.bench_models $(BENCH_ARGS)
 
+gradnorm: $(SETUP)  ## theory check at init (Fig. 3, Lemma 2, Thm 1): Post-/Pre-LN, depths 6-14, 10 seeds -> results/theory
+	$(PY) -m normpos.theory $(THEORY_ARGS)
+
 # ---- data (data/README.md). SOURCE=URL_OR_PATH takes a downloaded archive or folder (offline use).
 DATA_ARGS = $(if $(SOURCE),--source $(SOURCE),) $(DATA_OPTS)
 
@@ -83,5 +86,5 @@ demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU (~15 min): Post-LN vs P
 	$(call REPORT,table,multi30k,demo)
 	$(call REPORT,figures,multi30k,demo)
 
-.PHONY: help setup test bench data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
+.PHONY: help setup test bench gradnorm data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
 	reproduce-iwslt reproduce-wmt reproduce-multi30k demo

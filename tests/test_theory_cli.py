@@ -1,0 +1,142 @@
+"""``python -m normpos.theory`` end to end on a tiny model: CSV, figures and a report whose numbers are the
+CSV's; bad input as one line; resuming; a checkpoint measured like a freshly built model; and models
+built with the seed as fairseq-train builds them."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from test_theory_claims import data_dir, one_thread  # noqa: F401  (the same fixtures: real data, one thread)
+
+from normpos.theory import cli, sweep
+from normpos.theory import model as theory_model
+from normpos.theory.measure import batches, measure_gradients, measure_model
+
+TINY = ("--encoder-embed-dim 32 --decoder-embed-dim 32 --encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64 "
+        "--encoder-attention-heads 2 --decoder-attention-heads 2")
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("theory")
+    argv = ["--depths", "1", "2", "--seeds", "2", "--batches", "2", "--per-layer-depth", "2",
+            "--theory-depths", "2", "--theory-seeds", "1", "--max-tokens", "1024", "--model-args", TINY,
+            "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    return out
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_writes_every_measurement_and_a_report(run_dir):
+    assert {p.name for p in run_dir.iterdir()} == {
+        "measurements.csv", "run.json", "report.md", "lemma2.png",
+        "fig3_xavier.png", "fig3_torch_default.png", "fig3_theory.png"}
+    rows = read_rows(run_dir / "measurements.csv")
+    settings = {r["setting"] for r in rows}
+    assert settings == {f"{s}/{i}" for s in ("post_ln", "pre_ln") for i in ("xavier", "torch_default", "theory")}
+    grads = [r for r in rows if r["quantity"] == "grad_norm"]
+    # 2 batches per model; depth 2 measures every layer's fc1 and fc2, depth 1 only the last fc2
+    per_model = {}
+    for r in grads:
+        per_model.setdefault((r["setting"], r["depth"], r["seed"]), set()).add((r["stack"], r["layer"], r["param"]))
+    assert per_model[("post_ln/xavier", "1", "1")] == {("encoder", "1", "fc2"), ("decoder", "1", "fc2")}
+    assert len(per_model[("pre_ln/torch_default", "2", "2")]) == 8
+    assert {r["batch"] for r in grads} == {"0", "1"}
+    # Lemma 2 rows carry the predictions; Post-LN's paper value is 1.5 d
+    post = [r for r in rows if r["setting"] == "post_ln/theory" and r["quantity"] == "ffn_ln_input_sq"]
+    assert post and all(float(r["paper_low"]) == 1.5 * 32 for r in post)
+
+
+def test_report_numbers_come_from_the_csv(run_dir):
+    rows = read_rows(run_dir / "measurements.csv")
+    report = (run_dir / "report.md").read_text()
+    # Fig. 3(c,d) cell: Post-LN decoder, 2-2, per-seed mean over batches, then mean ± std over seeds
+    per_seed = {}
+    for r in rows:
+        if (r["setting"], r["quantity"], r["stack"], r["depth"], r["layer"], r["param"]) == (
+                "post_ln/xavier", "grad_norm", "decoder", "2", "2", "fc2"):
+            per_seed.setdefault(r["seed"], []).append(float(r["value"]))
+    values = [np.mean(v) for v in per_seed.values()]
+    assert f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" in report
+    assert "python -m normpos.theory --depths 1 2" in report and "Git commit" in report
+
+
+def test_bad_input_is_one_line_from_the_command_line():
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'scripts'}"}
+    done = subprocess.run([sys.executable, "-m", "normpos.theory", "--schemes", "mid_ln"], capture_output=True,
+                          text=True, env=env, cwd=REPO)
+    assert done.returncode == 2
+    assert done.stderr == "normpos.theory: error: unknown normalization scheme 'mid_ln'; valid: post_ln, pre_ln\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--inits", "kaiming"], "unknown FFN init 'kaiming'; valid: xavier, torch_default"),
+    (["--depths", "0"], "--seeds, --batches, --max-tokens and every depth must be at least 1"),
+    (["--data", "/nonexistent"],
+     "--data /nonexistent: neither iwslt14, multi30k nor a fairseq data folder with dict.de.txt"),
+    (["--checkpoint", "/nonexistent.pt"], "checkpoint /nonexistent.pt does not exist"),
+])
+def test_bad_input_is_one_line(argv, message, capsys, tmp_path):
+    assert cli.main([*argv, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"normpos.theory: error: {message}\n"
+
+
+def test_missing_shared_data_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NORMPOS_SHARED_DATA", str(tmp_path))
+    assert cli.main(["--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"normpos.theory: error: {tmp_path}/iwslt14/fairseq-prepared-partial/valid.de is absent "
+        "(set NORMPOS_SHARED_DATA, or pass --data with a prepared fairseq folder)\n")
+
+
+def test_partial_file_resumes_finished_jobs_only(tmp_path):
+    job = sweep.Job(theory_model.Setting("post_ln"), depth=6, seed=1, batches=1, per_layer=False)
+    other = sweep.Job(theory_model.Setting("pre_ln"), depth=6, seed=1, batches=1, per_layer=False)
+    partial = sweep.PartialCSV(tmp_path / "p.csv")
+    partial.add(job, [{"setting": "post_ln/xavier", "quantity": "loss", "value": "1.5"}])
+    partial.close()
+    with open(tmp_path / "p.csv", "a", newline="") as f:  # a job killed half-way: rows but no marker
+        csv.writer(f).writerow([other.key, "pre_ln/xavier"] + [""] * 13 + ["loss", "2.0"])
+    again = sweep.PartialCSV(tmp_path / "p.csv")
+    again.close()
+    assert set(again.done) == {job.key}
+    assert again.done[job.key][0]["value"] == "1.5"
+
+
+def test_seeded_build_is_reproducible_and_shares_no_state(dict_dir):
+    """A cached config gives the same model as a fresh one: the seed alone decides the weights."""
+    setting = theory_model.Setting("pre_ln", model_args=tuple(TINY.split()))
+    first = theory_model.build(dict_dir, setting, 2, seed=5)[2].state_dict()
+    theory_model._cfg_and_task.cache_clear()
+    fresh = theory_model.build(dict_dir, setting, 2, seed=5)[2].state_dict()
+    other = theory_model.build(dict_dir, setting, 2, seed=6)[2].state_dict()
+    assert all(torch.equal(first[k], fresh[k]) for k in first)
+    assert not torch.equal(first["encoder.layers.0.fc1.weight"], other["encoder.layers.0.fc1.weight"])
+
+
+def test_checkpoint_is_measured_like_the_model_it_holds(data_dir, tmp_path):
+    """Fig. 3(a) after warm-up reads a fairseq checkpoint; with dropout off its gradients are the model's."""
+    setting = theory_model.Setting("post_ln", dropout=0.0, model_args=tuple(TINY.split()))
+    cfg, task, model, criterion = theory_model.build(data_dir, setting, 2, seed=1)
+    with torch.no_grad():
+        model.decoder.layers[1].fc2.weight.mul_(3.0)  # stands in for training: not what a fresh build gives
+    state = {"cfg": cfg, "model": model.state_dict(), "extra_state": {}, "last_optimizer_state": None,
+             "optimizer_history": [{"criterion_name": "LabelSmoothedCrossEntropyCriterion",
+                                    "optimizer_name": "Adam", "lr_scheduler_state": {}, "num_updates": 4000}]}
+    torch.save(state, tmp_path / "checkpoint_warm.pt")
+    direct = measure_model(model, criterion, batches(task, cfg, model, 3, 2, 1024), per_layer=True)
+    loaded = measure_gradients("post_ln", 0, 3, 2, data_dir=data_dir, checkpoint=tmp_path / "checkpoint_warm.pt",
+                               per_layer=True, max_tokens=1024)
+    assert loaded["depth"] == 2 and loaded["scheme"] == "post_ln"
+    for key, value in direct["expected_grad_norm"].items():
+        assert loaded["expected_grad_norm"][key] == pytest.approx(value, rel=1e-4)
