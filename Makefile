@@ -80,7 +80,7 @@ reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer bas
 reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWSLT model size (GPU) [DRY_RUN=1]
 	$(call reproduce,multi30k,$(MULTI30K_EXPERIMENTS))
 
-demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU (~15 min): Post-LN vs Pre-LN without warm-up, table, figures
+demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN without warm-up at lr 1e-3, table, figures
 	$(MAKE) --no-print-directory data-multi30k
 	$(call SWEEP,demo,multi30k)
 	$(call REPORT,table,multi30k,demo)
