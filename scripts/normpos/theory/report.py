@@ -159,12 +159,21 @@ def figure_fig3(out: Path, rows, init: str) -> str:
     fig, axes = plt.subplots(2, max(2, len(schemes)), figsize=(5.2 * max(2, len(schemes)), 8.5), squeeze=False)
     for col, param in enumerate(("fc1", "fc2")):
         ax = axes[0][col]
-        for key in [k for k in per_layer_keys(eg) if k[1] == param and (k[0] in settings or k in ckpt)]:
+        keys_here = [k for k in per_layer_keys(eg) if k[1] == param and (k[0] in settings or k in ckpt)]
+        if not keys_here:
+            ax.text(0.5, 0.5, "not measured in this run\n(no --per-layer-depth model)", ha="center",
+                    va="center", transform=ax.transAxes)
+            ax.axis("off")
+            continue
+        for key in keys_here:
             keys, n_enc = _layer_axis(eg[key])
             means = [np.mean(eg[key][k]) for k in keys]
             stds = [np.std(eg[key][k], ddof=1) if len(eg[key][k]) > 1 else 0 for k in keys]
-            ax.errorbar(range(1, len(keys) + 1), means, yerr=stds, marker="o", capsize=3,
-                        label=f"{key[0]} ({key[2]}-{key[2]})")
+            color = None
+            for part in (slice(0, n_enc), slice(n_enc, len(keys))):  # no line from the encoder into the decoder
+                bar = ax.errorbar(list(range(1, len(keys) + 1))[part], means[part], yerr=stds[part], marker="o",
+                                  capsize=3, color=color, label=None if color else f"{key[0]} ({key[2]}-{key[2]})")
+                color = bar.lines[0].get_color()
             ax.axvline(n_enc + 0.5, color="grey", lw=0.5)
             ax.set_xticks(range(1, len(keys) + 1), [f"{stack[0].upper()}{layer}" for stack, layer in keys])
         ax.set_title(f"({'ab'[col]}) expected gradient of W^{col + 1} ({param}) per layer")
@@ -544,31 +553,34 @@ def lemma2_summary(prof: dict) -> list:
 
 
 def section_checks(out: Path) -> list:
-    """Runs in ``checks/NAME/`` (the command with one option changed, e.g. ``--dropout 0``): their Post-LN
-    and Pre-LN last-layer W^2 gradients beside this run's, same settings and depths."""
+    """Runs in ``checks/NAME/`` (the command with one option changed, e.g. ``--dropout 0``): their last-layer
+    W^2 gradients beside this run's for the same setting, depth and seeds."""
     folders = sorted(p.parent for p in (out / "checks").glob("*/measurements.csv"))
     if not folders:
         return []
-    main_rows, _ = load(out)
-    body = []
+    main = last_fc2(load(out)[0])
+    body, commands = [], []
     for folder in folders:
         rows, meta = load(folder)
-        for setting in settings_in(rows):
-            for stack in ("encoder", "decoder"):
-                m, sd, ds = pooled_last_fc2(rows, setting, stack)
-                if not ds:
-                    continue
-                main = [v for (s, st, d), by_seed in last_fc2(main_rows).items()
-                        if s == setting and st == stack and d in ds for v in by_seed.values()]
-                body.append([f"`{folder.name}`", f"`{setting}`", stack, _depths(ds), fmt(m, sd),
-                             fmt(*mean_std(main)), f"`{meta['command']}`"])
+        commands.append(f"- `{folder.name}`: `{meta['command']}`")
+        for (setting, stack, depth), by_seed in sorted(last_fc2(rows).items(), key=lambda kv: (
+                settings_in(rows).index(kv[0][0]), kv[0][1], kv[0][2])):
+            ours = main.get((setting, stack, depth), {})
+            same = [ours[seed] for seed in by_seed if seed in ours]
+            body.append([f"`{folder.name}`", f"`{setting}`", stack, f"{depth}-{depth}", len(by_seed),
+                         fmt(*mean_std(by_seed.values())), fmt(*mean_std(same)) if same else "–"])
     return [
         "## Checks: the same measurement with one thing changed",
         "",
-        "Each row pools the last-layer W^2 gradient over the check's depths and seeds, beside this run's "
-        "value for the same setting and depths. Each check's own CSV and report are in its folder.",
+        "Last-layer W^2 gradient, mean ± std over the check's seeds (n), beside this run's value for the same "
+        "setting, depth and seeds (a seed draws the same first batch in both). Each check's own CSV and "
+        "report are in its folder under `checks/`.",
         "",
-        *_table(["check", "setting", "stack", "depths", "check", "this run", "command"], body),
+        *_table(["check", "setting", "stack", "model", "n", "check's value", "this run, same seeds"], body),
+        "",
+        "Commands:",
+        "",
+        *commands,
         "",
     ]
 
