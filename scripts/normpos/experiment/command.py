@@ -137,4 +137,4 @@ def train_argv(cfg: ExperimentCfg, directory: Path) -> List[str]:
 
 
 def shell_line(argv: List[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
+    return shlex.join(argv)
