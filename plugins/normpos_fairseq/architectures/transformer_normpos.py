@@ -13,11 +13,12 @@ original Transformer).
 """
 
 from fairseq.models import register_model, register_model_architecture
-from fairseq.models.transformer import TransformerModel
+from fairseq.models.transformer import TransformerConfig, TransformerModel
 from fairseq.models.transformer.transformer_legacy import base_architecture
 
 from ..ffn_init import FFN_INITS, apply_ffn_init
-from ..schemes import get_scheme, scheme_names
+from ..schemes import SCHEMES, get_scheme, scheme_names
+from .scheme_layers import NormPosDecoder, NormPosEncoder
 
 MODEL_NAME = "normpos_transformer"
 DEFAULT_SCHEME = "post_ln"
@@ -55,6 +56,8 @@ class NormPosTransformerModel(TransformerModel):
             "--ffn-init", choices=FFN_INITS, default=None,
             help=f"FFN weight init: xavier = fairseq<=0.9, the paper's (default); torch_default = fairseq>=0.10",
         )
+        for scheme in SCHEMES.values():
+            scheme.add_args(parser)
 
     @classmethod
     def build_model(cls, args, task):
@@ -62,8 +65,20 @@ class NormPosTransformerModel(TransformerModel):
         scheme.configure(args)
         model = super().build_model(args, task)
         apply_ffn_init(model, args.ffn_init)
-        scheme.initialize(model, args)
+        scheme.initialize(model, args, task)
         return model
+
+    # fairseq's encoder and decoder, with norms and residual joins from the scheme (scheme_layers.py)
+    @classmethod
+    def build_encoder(cls, args, src_dict, embed_tokens):
+        cfg = TransformerConfig.from_namespace(args)
+        return NormPosEncoder(cfg, src_dict, embed_tokens, get_scheme(args.norm_scheme), args)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens):
+        cfg = TransformerConfig.from_namespace(args)
+        return NormPosDecoder(cfg, tgt_dict, embed_tokens, get_scheme(args.norm_scheme), args,
+                              no_encoder_attn=cfg.no_cross_attention)
 
 
 def _set_default(args, name, value):

@@ -1,13 +1,61 @@
 """Normalization schemes, chosen by one name (``--norm-scheme``).
 
 Each scheme is one small module in this folder that subclasses :class:`NormScheme` and registers itself
-with :func:`register_scheme`. This registry is the one place that decides what a scheme does to the model;
-the architectures never branch on scheme names.
+with :func:`register_scheme`; every module here is imported (and so registered) when the package is. This
+registry is the one place that decides what a scheme does to the model; the architectures never branch on
+scheme names.
+
+A scheme acts at four points, all optional (the defaults build fairseq's own Transformer):
+
+1. :meth:`NormScheme.configure` sets fairseq's options on the parsed args before anything is built
+   (e.g. ``encoder_normalize_before``) and refuses contradictory ones.
+2. :meth:`NormScheme.build_norm` gives the module that sits where fairseq puts a LayerNorm (each
+   sub-layer's norm and, with normalize-before, the stack's final norm): RMSNorm, ScaleNorm, ``Identity``...
+3. :meth:`NormScheme.build_residual` gives the module that joins a sub-layer's output ``x`` to its input
+   ``residual`` (fairseq's ``residual + x``): DeepNorm's ``alpha * residual + x``, ReZero's
+   ``residual + alpha * x``...
+4. :meth:`NormScheme.initialize` runs once on the whole built model: scaled initializations, a profiling
+   pass, extra hooks.
 """
 
-from typing import Dict, List
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
+import torch
 from torch import nn
+
+#: the sub-layers of a layer, in the order the layer's forward joins them to the residual stream
+SUBLAYERS = {"encoder": ("self_attn", "ffn"), "decoder": ("self_attn", "encoder_attn", "ffn")}
+
+#: fairseq's attribute name of the LayerNorm that belongs to each sub-layer
+NORM_ATTRS = {"self_attn": "self_attn_layer_norm", "encoder_attn": "encoder_attn_layer_norm",
+              "ffn": "final_layer_norm"}
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a module sits: ``stack`` (encoder/decoder), 0-based ``layer`` (None for the stack's final norm),
+    ``sublayer`` (one of :data:`SUBLAYERS`, or "final"), and both stacks' depths (N, M)."""
+
+    stack: str
+    layer: Optional[int]
+    sublayer: str
+    encoder_layers: int
+    decoder_layers: int
+
+    @property
+    def depth(self) -> int:
+        """Layers in this site's own stack."""
+        return self.encoder_layers if self.stack == "encoder" else self.decoder_layers
+
+
+class Residual(nn.Module):
+    """fairseq's residual connection: ``residual + x`` (x is the sub-layer's output after dropout)."""
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return residual + x
 
 
 class NormScheme:
@@ -16,6 +64,11 @@ class NormScheme:
     name: str = ""
     #: one line for help texts and README tables
     summary: str = ""
+    #: the paper that introduced it, for docs and tables
+    paper: str = ""
+
+    def add_args(self, parser) -> None:
+        """Options of this scheme (prefix them with the scheme's name); fairseq shows them under --help."""
 
     def configure(self, args) -> None:
         """Set fairseq's own options (e.g. ``encoder_normalize_before``) on the parsed args.
@@ -23,8 +76,16 @@ class NormScheme:
         Raise ``ValueError`` when the user asked for something the scheme contradicts.
         """
 
-    def initialize(self, model: nn.Module, args) -> None:
-        """Scheme-specific initialization, run once after the whole model is built."""
+    def build_norm(self, dim: int, site: Site, args) -> Optional[nn.Module]:
+        """The module at ``site`` in place of fairseq's LayerNorm; None keeps fairseq's."""
+        return None
+
+    def build_residual(self, site: Site, args) -> nn.Module:
+        """The module that computes a sub-layer's residual join ``f(x, residual)``."""
+        return Residual()
+
+    def initialize(self, model: nn.Module, args, task) -> None:
+        """Scheme-specific initialization, run once after the whole model is built (and after the FFN init)."""
 
 
 SCHEMES: Dict[str, NormScheme] = {}
@@ -51,5 +112,7 @@ def get_scheme(name: str) -> NormScheme:
         ) from None
 
 
-# Importing the modules registers the schemes.
-from . import post_ln, pre_ln  # noqa: E402,F401
+# Importing every module of this folder registers its schemes (one file per scheme, nothing to list here).
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if not _module.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module}")

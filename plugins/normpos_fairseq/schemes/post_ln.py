@@ -7,6 +7,7 @@ from . import NormScheme, register_scheme
 class PostLN(NormScheme):
     name = "post_ln"
     summary = "x_{l+1} = LN(x_l + F(x_l)); no final LayerNorm"
+    paper = 'Vaswani et al. 2017, "Attention Is All You Need"'
 
     def configure(self, args) -> None:
         if getattr(args, "encoder_normalize_before", False) or getattr(

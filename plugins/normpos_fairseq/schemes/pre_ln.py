@@ -13,6 +13,7 @@ from . import NormScheme, register_scheme
 class PreLN(NormScheme):
     name = "pre_ln"
     summary = "x_{l+1} = x_l + F(LN(x_l)); final LayerNorm on each stack"
+    paper = 'Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture"'
 
     def configure(self, args) -> None:
         args.encoder_normalize_before = True

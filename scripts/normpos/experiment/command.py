@@ -72,7 +72,7 @@ def _model_args(cfg: ExperimentCfg) -> List[str]:
                 argv += [f"--{side}-{flag}", str(value)]
     if cfg.dataset.share_all_embeddings:
         argv.append("--share-all-embeddings")
-    return argv
+    return argv + [str(a) for a in m.scheme_args]
 
 
 def _optim_args(cfg: ExperimentCfg) -> List[str]:

@@ -43,6 +43,7 @@ class ModelCfg:
     embed_dim: Optional[int] = None
     ffn_embed_dim: Optional[int] = None
     attention_heads: Optional[int] = None
+    scheme_args: List[str] = field(default_factory=list)  # the scheme's own options, e.g. [--admin-profile-batches, "4"]
 
 
 @dataclass
