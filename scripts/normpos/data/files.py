@@ -1,8 +1,7 @@
-"""File helpers shared by every step: atomic outputs, line-exact text I/O, hashes, core count.
+"""File helpers of the data steps: line-exact text I/O, hashes, core count (atomic writes: ``normpos.files``).
 
 Two rules hold for every file this package writes:
-- it appears under its final name only when complete (written under a temporary name in the same
-  folder, then renamed), so an existing output is always a finished one (style guide, rule 5);
+- it appears under its final name only when complete (``normpos.files.atomic_output``);
 - text is UTF-8 and a line ends at ``\\n`` only. Python's default universal-newline mode would also split
   at a lone ``\\r`` (Common Crawl has some), which the Moses perl scripts do not, and would silently
   misalign the two sides of a parallel corpus.
@@ -16,8 +15,9 @@ import io
 import os
 import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from normpos.files import atomic_output  # noqa: F401  (re-exported: the data steps import it from here)
 
 # Undecodable bytes become U+FFFD instead of aborting an hour into WMT14; the perl tools also carry on.
 TEXT_ERRORS = "replace"
@@ -35,33 +35,6 @@ def shared_data_dir() -> Path:
     """The offline real data staged next to the repository (``../shared/data``), or $NORMPOS_SHARED_DATA."""
     repo = Path(__file__).resolve().parents[3]
     return Path(os.environ.get("NORMPOS_SHARED_DATA", repo.parent / "shared" / "data"))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to write (a file or a folder); rename it onto ``path`` on success.
-
-    On any exception the temporary is removed and ``path`` is left as it was, so a failed or killed step
-    never leaves a partial output under the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _remove(tmp)
-    try:
-        yield tmp
-        if path.is_dir() and tmp.is_dir():
-            _remove(path)  # os.replace cannot replace a non-empty folder
-        os.replace(tmp, path)
-    finally:
-        _remove(tmp)
 
 
 def open_text(path: Path, mode: str = "r"):

@@ -22,7 +22,8 @@ from importlib import metadata
 from pathlib import Path
 
 from normpos.data.errors import DataError
-from normpos.data.files import atomic_output, hash_file, read_lines
+from normpos.data.files import hash_file, read_lines
+from normpos.files import write_json
 
 MANIFEST = "manifest.json"
 TOOL_PACKAGES = ("sacremoses", "subword-nmt", "sentencepiece", "ve-fairseq", "torch", "sacrebleu")
@@ -47,8 +48,7 @@ def read(folder: Path) -> dict | None:
 
 
 def write(folder: Path, data: dict) -> None:
-    with atomic_output(Path(folder) / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(Path(folder) / MANIFEST, data)
 
 
 def source_fingerprint(records: list[dict]) -> dict:

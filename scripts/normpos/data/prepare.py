@@ -27,7 +27,8 @@ from normpos.data.binarize import binarize, preprocess_command
 from normpos.data.clean import CleanRule, clean_corpus
 from normpos.data.download import Resource, copy_file, fetch
 from normpos.data.errors import DataError
-from normpos.data.files import atomic_output, cpu_count
+from normpos.data.files import cpu_count
+from normpos.files import write_json, write_text
 from normpos.data.parallel import transform_file, transform_lines
 from normpos.data.subword import SubwordSpec
 from normpos.data.tokenize import MosesLine, MosesSpec
@@ -85,8 +86,7 @@ class Context:
 
     @staticmethod
     def write_stats(path: Path, values: dict) -> None:
-        with atomic_output(path) as tmp:
-            tmp.write_text(json.dumps(values, indent=2) + "\n")
+        write_json(path, values)
 
     def stats(self) -> dict:
         return {p.name[: -len(".stats.json")]: json.loads(p.read_text())
@@ -133,8 +133,7 @@ def _stamped_dir(path: Path, stamp: dict) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     if not stamp_file.is_file():
-        with atomic_output(stamp_file) as tmp:
-            tmp.write_text(text)
+        write_text(stamp_file, text)
     return path
 
 

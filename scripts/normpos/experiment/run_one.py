@@ -16,29 +16,19 @@ import os
 import platform
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from omegaconf import OmegaConf
 
-from normpos.data.files import atomic_output
+from normpos.files import write_json, write_text
 
 from . import command, fairseq_log
 from .schema import ExperimentCfg
 
 FINAL = ("finished", "diverged")
 REPO = Path(__file__).resolve().parents[3]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:  # a temporary name, renamed into place
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(path: Path, data) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_status(directory: Path) -> Optional[dict]:
@@ -156,7 +146,7 @@ def load_metrics(path: Path) -> Dict[int, dict]:
 
 
 def save_metrics(path: Path, metrics: Dict[int, dict]) -> None:
-    write_atomic(path, "".join(json.dumps(metrics[e], sort_keys=True) + "\n" for e in sorted(metrics)))
+    write_text(path, "".join(json.dumps(metrics[e], sort_keys=True) + "\n" for e in sorted(metrics)))
 
 
 def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> dict:
@@ -216,13 +206,13 @@ def run(cfg: ExperimentCfg, job_num: int = 0) -> dict:
         print(f"[{directory}] {status['status']} already; skipped", flush=True)
     else:
         directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / "run.json", describe(cfg, argv))
-        write_atomic(directory / "config.yaml", OmegaConf.to_yaml(cfg))
-        write_atomic(directory / "command.sh", "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n")
+        write_json(directory / "run.json", describe(cfg, argv), sort_keys=True)
+        write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg))
+        write_text(directory / "command.sh", "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n")
         resumed = (directory / "checkpoints" / "checkpoint_last.pt").exists()
         print(f"[{directory}] {'resuming' if resumed else 'training'}", flush=True)
         status = train(cfg, directory, argv, child_env(cfg, job_num))
-        write_json(directory / "status.json", status)
+        write_json(directory / "status.json", status, sort_keys=True)
         print(f"[{directory}] {status['status']} {status['reason']}".rstrip(), flush=True)
     if cfg.eval.score and status["status"] == "finished":
         from normpos.scoring.score_run import score_run  # the scorer reads run.json; imported only when used

@@ -16,7 +16,6 @@ updates) it is the number of updates instead, and the speed-up is then measured 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from normpos.data.files import atomic_output  # noqa: E402
+from normpos.files import write_json  # noqa: E402
 from normpos.report.runs import FINISHED, ReportError, by_config, experiment_title, load_runs  # noqa: E402
 
 # metric key -> (axis label, True when lower is better)
@@ -207,8 +207,7 @@ def make_figures(root: Path, out: Path, x: str = "auto", at=None) -> dict:
     if found:
         result["speedup"] = speedup_figure(groups, found, x, Path(out))
         result["speedup_json"] = Path(out) / "speedup.json"
-        with atomic_output(result["speedup_json"]) as tmp:
-            tmp.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
+        write_json(result["speedup_json"], found)
         result["speedup_results"] = found
     else:  # an earlier speed-up drawn from other runs would now be stale
         for stale in [Path(out) / "speedup.json", *(Path(out) / f"speedup.{fmt}" for fmt in FORMATS)]:

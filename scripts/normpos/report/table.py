@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from normpos.data.files import atomic_output
+from normpos.files import write_text
 from normpos.report.runs import DIVERGED, FAILED, FINISHED, RUNNING, by_config, experiment_title, load_runs, mean_std
 
 # Column key, Markdown/LaTeX header
@@ -168,11 +168,6 @@ def provenance(runs: list, root: Path, out: Path) -> list:
             lines.append(f"  - test decoding: `{run.score['command']}`")
     lines += ["", "</details>"]
     return lines
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def make_table(root: Path, out: Path) -> dict:

@@ -26,7 +26,8 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 
-from normpos.data.files import atomic_output, hash_file, read_lines, write_lines
+from normpos.data.files import hash_file, read_lines, write_lines
+from normpos.files import write_json
 from normpos.scoring import bleu
 from normpos.scoring.errors import ScoringError
 
@@ -53,11 +54,6 @@ def read_json(path: Path) -> dict:
     if not isinstance(value, dict):
         raise ScoringError(f"{path} must hold a JSON object")
     return value
-
-
-def write_json(path: Path, value: dict) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
 def sha256(path: Path) -> str:
