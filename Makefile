@@ -29,6 +29,14 @@ bench: $(SETUP)  ## tokens/s of our Post-LN and Pre-LN vs fairseq's built-in tra
 gradnorm: $(SETUP)  ## theory check at init (Fig. 3, Lemma 2, Thm 1): Post-/Pre-LN, depths 6-14, 10 seeds -> results/theory
 	$(PY) -m normpos.theory $(THEORY_ARGS)
 
+# The same measurement with one thing changed, each in results/theory/checks/NAME (the main report lists them)
+THEORY_CHECKS = results/theory/checks
+gradnorm-checks: $(SETUP)  ## checks beside `gradnorm`: current fairseq's FFN init, 4 batches, dropout 0 and 0.3 (~25 min)
+	$(PY) -m normpos.theory --inits torch_default --depths 6 10 14 --seeds 10 --theory-depths --per-layer-depth 6 --out $(THEORY_CHECKS)/current-fairseq-init --no-progress
+	$(PY) -m normpos.theory --batches 4 --schemes post_ln --inits xavier --depths 6 --seeds 10 --theory-depths --per-layer-depth 0 --out $(THEORY_CHECKS)/batches-4 --no-progress
+	$(PY) -m normpos.theory --dropout 0 --schemes post_ln pre_ln --inits xavier torch_default --depths 6 14 --seeds 5 --theory-depths --per-layer-depth 0 --out $(THEORY_CHECKS)/dropout-0 --no-progress
+	$(PY) -m normpos.theory --dropout 0.3 --schemes post_ln --inits xavier --depths 6 14 --seeds 10 --theory-depths --per-layer-depth 0 --out $(THEORY_CHECKS)/dropout-0.3 --no-progress
+
 # ---- data (data/README.md). SOURCE=URL_OR_PATH takes a downloaded archive or folder (offline use).
 DATA_ARGS = $(if $(SOURCE),--source $(SOURCE),) $(DATA_OPTS)
 
@@ -86,5 +94,5 @@ demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN with
 	$(call REPORT,table,multi30k,demo)
 	$(call REPORT,figures,multi30k,demo)
 
-.PHONY: help setup test bench gradnorm data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
+.PHONY: help setup test bench gradnorm gradnorm-checks data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
 	reproduce-iwslt reproduce-wmt reproduce-multi30k demo

@@ -27,8 +27,11 @@ def run_dir(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("theory")
     argv = ["--depths", "1", "2", "--seeds", "2", "--batches", "2", "--per-layer-depth", "2",
             "--theory-depths", "2", "--theory-seeds", "1", "--max-tokens", "1024", "--model-args", TINY,
-            "--out", str(out), "--no-progress"]
-    assert cli.main(argv) == 0
+            "--no-progress"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    # current fairseq's init as a check beside the main run (what `make gradnorm-checks` does)
+    check = ["--inits", "torch_default", "--theory-depths", "--out", str(out / "checks" / "current-fairseq-init")]
+    assert cli.main([*argv, *check]) == 0
     return out
 
 
@@ -39,11 +42,12 @@ def read_rows(path):
 
 def test_cli_writes_every_measurement_and_a_report(run_dir):
     assert {p.name for p in run_dir.iterdir()} == {
-        "measurements.csv", "run.json", "report.md", "lemma2.png",
-        "fig3_xavier.png", "fig3_torch_default.png", "fig3_theory.png"}
+        "measurements.csv", "run.json", "report.md", "lemma2.png", "fig3_xavier.png", "fig3_theory.png", "checks"}
     rows = read_rows(run_dir / "measurements.csv")
     settings = {r["setting"] for r in rows}
-    assert settings == {f"{s}/{i}" for s in ("post_ln", "pre_ln") for i in ("xavier", "torch_default", "theory")}
+    # the default: the paper's init and the theory's assumptions; current fairseq's init is the check's
+    assert settings == {f"{s}/{i}" for s in ("post_ln", "pre_ln") for i in ("xavier", "theory")}
+    rows += read_rows(run_dir / "checks" / "current-fairseq-init" / "measurements.csv")
     grads = [r for r in rows if r["quantity"] == "grad_norm"]
     # 2 batches per model; depth 2 measures every layer's fc1 and fc2, depth 1 only the last fc2
     per_model = {}
@@ -69,6 +73,13 @@ def test_report_numbers_come_from_the_csv(run_dir):
     values = [np.mean(v) for v in per_seed.values()]
     assert f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" in report
     assert "python -m normpos.theory --depths 1 2" in report and "Git commit" in report
+
+
+def test_report_compares_the_inits_through_the_check(run_dir):
+    # the main report is rewritten when a check lands beside it, and takes the setting it lacks from it
+    report = (run_dir / "report.md").read_text()
+    assert "with current fairseq's init" in report and "The paper's init changes it by" in report
+    assert "`current-fairseq-init`" in report
 
 
 def test_bad_input_is_one_line_from_the_command_line():

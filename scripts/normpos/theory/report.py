@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from normpos.files import write_text
+
 from .predict import THEOREM1_SLOPE
 
 # Xiong et al. 2020, sec. 3.4 / Fig. 3(c): "the gradient norm remains in Post-LN Transformer (around 1.6)"
@@ -285,7 +287,7 @@ def section_setup(rows, meta) -> list:
         f"- Finished: {meta['finished']}.",
         "",
         "## What is measured",
-        f"- Models: `normpos_iwslt_de_en` (d=512, FFN 1024, 4 heads, tied decoder embeddings) built through "
+        "- Models: `normpos_iwslt_de_en` (d=512, FFN 1024, 4 heads, tied decoder embeddings) built through "
         "fairseq-train's parser and `task.build_model`, with `--norm-scheme` and `--ffn-init`; depth L = "
         "`--encoder-layers L --decoder-layers L`; seed s = `--seed s` (torch seeded before the model is built).",
         f"- Batches: the first {opts['batches']} batch(es) of fairseq's epoch iterator over the valid split, "
@@ -585,6 +587,19 @@ def section_checks(out: Path) -> list:
     ]
 
 
+def with_check_settings(out: Path, rows) -> list:
+    """``rows`` plus the rows of every setting that only a check measured (e.g. current fairseq's init, which
+    the default run leaves to ``checks/current-fairseq-init`` to stay within its time budget)."""
+    have = set(settings_in(rows))
+    extra = []
+    for path in sorted((out / "checks").glob("*/measurements.csv")):
+        check_rows = load(path.parent)[0]
+        new = set(settings_in(check_rows)) - have
+        extra += [r for r in check_rows if r["setting"] in new]
+        have |= new
+    return rows + extra
+
+
 def write(out: Path) -> Path:
     rows, meta = load(out)
     inits = [i for i in INIT_ORDER if any(init_of(s) == i for s in settings_in(rows))]
@@ -598,7 +613,7 @@ def write(out: Path) -> Path:
         "`normpos.theory.report`; every number below is computed from that CSV.",
         "",
         *section_setup(rows, meta),
-        *section_comparison(rows),
+        *section_comparison(with_check_settings(out, rows)),
         *section_checks(out),
         *section_last_fc2(rows),
         *section_slopes(rows),
@@ -610,9 +625,7 @@ def write(out: Path) -> Path:
         "",
     ]
     path = out / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(text))
-    tmp.replace(path)
+    write_text(path, "\n".join(text))
     return path
 
 
