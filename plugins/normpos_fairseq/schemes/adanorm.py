@@ -1,0 +1,70 @@
+"""LayerNorm-simple and AdaNorm in place of every LayerNorm, in the Pre-LN position (schemes ``ln_simple``,
+``adanorm``).
+
+Xu, Sun, Zhang, Zhao & Lin 2019, "Understanding and Improving Layer Normalization" (NeurIPS 2019,
+arXiv:1911.07013). The layers (``modules/layernorm_simple.py``, ``modules/adanorm.py``):
+
+- ln_simple: y = (x - mu) / sigma, LayerNorm without gain and bias;
+- adanorm:   z = C (1 - k y) * y with y as above, k = 1/10, C = 2, and (1 - k y) detached in the backward.
+
+Position: Pre-LN, x_{l+1} = x_l + F(Norm(x_l)), plus the stack's final norm, which is the same kind of norm.
+The paper's machine-translation runs are fairseq Transformers in the PreNorm setting: the authors' scripts
+(lancopku/AdaNorm, ``machine translation/baseline-adanorm-km.sh`` and ``baseline-prenorm-km.sh``, the latter
+also running LayerNorm-simple as ``--lnv nowb``) pass ``--encoder-normalize-before --decoder-normalize-before``,
+and their fairseq builds the final ``layer_norm`` of each stack from the same ``--lnv`` switch.
+Their schedule: Adam (0.9, 0.98), ``inverse_sqrt`` with 8000 warm-up updates from 1e-7 to lr 1.5e-3
+(``configs/variant/ln_simple_warmup.yaml``, ``adanorm_warmup.yaml``).
+"""
+
+from ..modules.adanorm import K, SCALE, AdaNorm
+from ..modules.layernorm_simple import LayerNormSimple
+from . import NormScheme, register_scheme
+
+PAPER = 'Xu et al. 2019, "Understanding and Improving Layer Normalization" (arXiv:1911.07013)'
+
+
+def _pre_ln(args) -> None:
+    # every norm inside the residual branch, and fairseq then builds each stack's final norm (Pre-LN)
+    args.encoder_normalize_before = True
+    args.decoder_normalize_before = True
+
+
+@register_scheme
+class LayerNormSimpleScheme(NormScheme):
+    name = "ln_simple"
+    summary = "Pre-LN with LayerNorm-simple: (x - mu) / sigma, no gain or bias, at every norm site"
+    paper = PAPER
+
+    def configure(self, args) -> None:
+        _pre_ln(args)
+
+    def build_norm(self, dim, site, args):
+        return LayerNormSimple(dim)
+
+
+@register_scheme
+class AdaNormScheme(NormScheme):
+    name = "adanorm"
+    summary = "Pre-LN with AdaNorm: C (1 - k y) y, y = LN-simple(x), (1 - k y) detached; every norm site"
+    paper = PAPER
+
+    def add_args(self, parser) -> None:
+        parser.add_argument("--adanorm-scale", type=float, metavar="C", default=SCALE,
+                            help=f"AdaNorm's C (default {SCALE}, lancopku/AdaNorm's --adanorm_scale)")
+        parser.add_argument("--adanorm-k", type=float, metavar="K", default=K,
+                            help=f"AdaNorm's k (default {K}, the paper's 1/10)")
+
+    def configure(self, args) -> None:
+        _pre_ln(args)
+        k = _option(args, "adanorm_k", K)
+        if not k > 0:
+            raise ValueError(f"--adanorm-k must be > 0, got {k}")
+
+    def build_norm(self, dim, site, args):
+        return AdaNorm(dim, scale=_option(args, "adanorm_scale", SCALE), k=_option(args, "adanorm_k", K))
+
+
+def _option(args, name, default):
+    # fairseq suppresses unset model options (argparse.SUPPRESS): absent or None means "not given"
+    value = getattr(args, name, None)
+    return default if value is None else value

@@ -1,0 +1,62 @@
+"""Every registered normalization scheme, at depth 12-12, the way fairseq-train builds and trains it: finite
+gradients on a real batch, a few updates of training, a saved checkpoint that fairseq-generate decodes with
+incremental beam search. Each scheme's own defining property is tested in its test_scheme_NAME.py."""
+
+import math
+import re
+
+import pytest
+import torch
+
+from normpos.fairseq_build import build_task_and_model
+from normpos_fairseq.schemes import scheme_names
+from test_plugin_end_to_end import generate, run_tool
+
+DEEP_TINY = [
+    "--encoder-layers", "12", "--decoder-layers", "12", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+]
+CRITERION = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
+
+
+def first_batch(task, split="valid"):
+    task.load_dataset(split)
+    itr = task.get_batch_iterator(dataset=task.dataset(split), max_tokens=800, seed=1).next_epoch_itr(shuffle=False)
+    return next(iter(itr))
+
+
+@pytest.mark.parametrize("scheme", scheme_names())
+def test_gradients_are_finite_at_depth_12(tiny_bin, scheme, tmp_path):
+    torch.set_num_threads(1)
+    cfg, task, model = build_task_and_model(
+        tiny_bin, "--arch", f"normpos_iwslt_de_en_{scheme}", *DEEP_TINY, *CRITERION, "--save-dir", str(tmp_path))
+    criterion = task.build_criterion(cfg.criterion)
+    model.train()
+    loss, sample_size, _ = criterion(model, first_batch(task))
+    (loss / sample_size).backward()
+    assert math.isfinite(loss.item())
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters that get no gradient: {missing[:5]}"
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients: {bad[:5]}"
+    # the output projection always learns, whatever the scheme does to the layers
+    assert model.decoder.embed_tokens.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", scheme_names())
+def test_trains_saves_and_decodes_at_depth_12(tiny_bin, tmp_path, scheme):
+    save = tmp_path / "ckpt"
+    log = run_tool(
+        "train", tiny_bin, "--arch", f"normpos_iwslt_de_en_{scheme}", *DEEP_TINY, *CRITERION,
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
+        "--lr-scheduler", "normpos_warmup_inverse_sqrt", "--warmup-updates", "2",
+        "--max-tokens", "800", "--max-update", "3", "--save-dir", save, "--seed", "1", "--no-epoch-checkpoints",
+        "--no-progress-bar", "--log-interval", "1", "--num-workers", "0",
+    )
+    losses = [float(x) for x in re.findall(r"train_inner:.* loss=([^,]+),", log)]
+    assert len(losses) >= 3 and all(math.isfinite(x) for x in losses), log[-2000:]
+    assert (save / "checkpoint_last.pt").is_file()
+    bleu = generate(tiny_bin, save / "checkpoint_last.pt")  # fairseq-generate rebuilds the model, beam 2
+    assert 0.0 <= bleu.score <= 100.0
