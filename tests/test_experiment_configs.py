@@ -13,6 +13,7 @@ from conftest import REPO
 from normpos.experiment import command
 from normpos.experiment.schema import ConfigError, validate
 from normpos.fairseq_build import build_task_and_model
+from normpos_fairseq.schemes import scheme_names
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
 
@@ -67,7 +68,7 @@ def test_dry_run_lists_the_full_iwslt_sweep(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("schedule.warmup_updates=0", "schedule.warmup_updates must be >= 1 (1 = no warm-up), got 0"),
     ("optim.lr=0", "optim.lr must be > 0, got 0.0"),
-    ("model.scheme=mid_ln", "unknown model.scheme 'mid_ln'; valid: post_ln, pre_ln"),
+    ("model.scheme=mid_ln", f"unknown model.scheme 'mid_ln'; valid: {', '.join(scheme_names())}"),
     ("+optim.lrr=1", "Key 'lrr' not in 'OptimCfg'"),
 ])
 def test_bad_values_are_one_line_errors(tmp_path, override, message):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fairseq_entry import build_model, build_scheduler
+from normpos_fairseq.schemes import scheme_names
 
 
 @pytest.mark.parametrize("argv, torch_cls, kwargs", [
@@ -34,7 +35,7 @@ def test_optimizer_steps_like_torch(dict_dir, argv, torch_cls, kwargs):
 def test_unknown_scheme_lists_the_valid_ones(dict_dir):
     from normpos_fairseq.schemes import get_scheme
 
-    with pytest.raises(ValueError, match=r"unknown normalization scheme 'mid_ln'; valid: post_ln, pre_ln"):
+    with pytest.raises(ValueError, match=r"unknown normalization scheme 'mid_ln'; valid: .*post_ln, pre_ln"):
         get_scheme("mid_ln")
 
 
@@ -59,7 +60,7 @@ TINY = ("-s", "de", "-t", "en", "--max-tokens", "100", "--optimizer", "adam")
 
 @pytest.mark.parametrize("argv, message", [
     (("--arch", "normpos_no_such_arch", *TINY), "invalid choice: 'normpos_no_such_arch'"),
-    (("--arch", "normpos_iwslt_de_en", "--norm-scheme", "mid_ln", *TINY), "invalid choice: 'mid_ln' (choose from 'post_ln', 'pre_ln')"),
+    (("--arch", "normpos_iwslt_de_en", "--norm-scheme", "mid_ln", *TINY), "invalid choice: 'mid_ln' (choose from " + ", ".join(map(repr, scheme_names())) + ")"),
     (("--arch", "normpos_iwslt_de_en", "--lr-scheduler", "normpos_warmup_inverse_sqrt", "--warmup-updates", "0", *TINY),
      "normpos: error: --warmup-updates must be >= 1 (1 = no warm-up), got 0"),
     (("--arch", "normpos_iwslt_de_en", "--lr-scheduler", "normpos_step_once", "--lr", "0", *TINY),

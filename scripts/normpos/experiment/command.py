@@ -5,6 +5,7 @@ The run directory is deterministic (no timestamps, no ``:`` or ``=``):
 """
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -38,6 +39,11 @@ def config_slug(cfg: ExperimentCfg) -> str:
         parts.append(f"wu-{s.warmup_updates}")
         if s.decay_anchor == "fixed":
             parts.append(f"anchor-{s.decay_anchor_updates}")
+    if s.name == "linear_decay" and s.warmup_updates > 1:
+        parts.append(f"wu-{s.warmup_updates}")
+    if m.scheme_args:
+        # e.g. ["--normformer-cross-attn"] -> args-normformer-cross-attn: runs that differ only here stay apart
+        parts.append("args-" + re.sub(r"[^A-Za-z0-9.+-]+", "-", " ".join(map(str, m.scheme_args)).replace("--", "")))
     if m.layers:
         parts.append(f"L{m.layers}")
     if m.ffn_init != "xavier":
@@ -52,7 +58,8 @@ def config_label(cfg: ExperimentCfg) -> str:
         return cfg.label
     s = cfg.schedule
     scheme = {"post_ln": "Post-LN", "pre_ln": "Pre-LN"}.get(cfg.model.scheme, cfg.model.scheme)
-    warm = f"warm-up {s.warmup_updates}" if s.name == "warmup_inverse_sqrt" and s.warmup_updates > 1 else "no warm-up"
+    warmed = s.name in ("warmup_inverse_sqrt", "linear_decay") and s.warmup_updates > 1
+    warm = f"warm-up {s.warmup_updates}" if warmed else "no warm-up"
     return f"{scheme}, {cfg.optim.optimizer} lr {format_number(cfg.optim.lr)}, {warm}, {s.name}"
 
 
@@ -95,7 +102,10 @@ def _schedule_args(cfg: ExperimentCfg) -> List[str]:
     elif s.name == "constant_then_inverse_sqrt":
         argv += ["--decay-epoch", str(s.decay_epoch), "--lr-shrink", str(s.lr_shrink)]
     elif s.name == "linear_decay":
-        argv += ["--power", "1", "--warmup-updates", "0", "--total-num-update", str(s.total_updates),
+        # fairseq's polynomial_decay: linear warm-up over W updates (0 = none; our W = 1 means none), then
+        # linear decay to 0 at total_updates (RAdam, sec. 4: no warm-up; NormFormer: warm-up)
+        warmup = s.warmup_updates if s.warmup_updates > 1 else 0
+        argv += ["--power", "1", "--warmup-updates", str(warmup), "--total-num-update", str(s.total_updates),
                  "--end-learning-rate", "0"]
     return argv
 
