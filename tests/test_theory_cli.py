@@ -15,6 +15,7 @@ from conftest import REPO
 from test_theory_claims import data_dir, one_thread  # noqa: F401  (the same fixtures: real data, one thread)
 
 from normpos.theory import cli, sweep
+from normpos_fairseq.schemes import scheme_names
 from normpos.theory import model as theory_model
 from normpos.theory.measure import batches, measure_gradients, measure_model
 
@@ -87,7 +88,8 @@ def test_bad_input_is_one_line_from_the_command_line():
     done = subprocess.run([sys.executable, "-m", "normpos.theory", "--schemes", "mid_ln"], capture_output=True,
                           text=True, env=env, cwd=REPO)
     assert done.returncode == 2
-    assert done.stderr == "normpos.theory: error: unknown normalization scheme 'mid_ln'; valid: post_ln, pre_ln\n"
+    valid = ", ".join(scheme_names())
+    assert done.stderr == f"normpos.theory: error: unknown normalization scheme 'mid_ln'; valid: {valid}\n"
 
 
 @pytest.mark.parametrize("argv, message", [

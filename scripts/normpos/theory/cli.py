@@ -60,7 +60,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--per-layer-depth", type=int, default=6,
                    help="depth whose every FFN layer is measured (Fig. 3a,b: the 6-6 model)")
     p.add_argument("--theory-depths", nargs="*", type=int, default=[6, 14],
-                   help="depths measured under the theory's assumptions (Lemma 2; none: skip)")
+                   help="depths measured under the theory's assumptions, Post-LN and Pre-LN only (Lemma 2; none: skip)")
     p.add_argument("--theory-seeds", type=int, default=3, help="seeds per depth under the theory's assumptions")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout at init, train mode (paper App. A.1: 0.1)")
     p.add_argument("--checkpoint", type=Path, help="a Post-LN checkpoint after warm-up, for Fig. 3(a)")
@@ -131,6 +131,8 @@ def run(args) -> Path:
     import torch
     from tqdm import tqdm
 
+    from normpos_fairseq.schemes import get_scheme
+
     from . import report, sweep
     from .measure import measure_gradients, torch_threads
 
@@ -190,6 +192,8 @@ def run(args) -> Path:
         "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "argv"},
+        "schemes": {name: {"paper": get_scheme(name).paper, "summary": get_scheme(name).summary}
+                    for name in args.schemes},
     }
     write_json(args.out / "run.json", meta)
     report.write(args.out)

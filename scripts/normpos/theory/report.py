@@ -601,18 +601,26 @@ def with_check_settings(out: Path, rows) -> list:
 
 
 def write(out: Path) -> Path:
+    from . import report_schemes  # it builds on this module's helpers
+
     rows, meta = load(out)
     inits = [i for i in INIT_ORDER if any(init_of(s) == i for s in settings_in(rows))]
-    figures = [figure_fig3(out, rows, init) for init in inits] + [figure_lemma2(out, rows)]
+    # beyond Post-LN and Pre-LN, one compact figure with a line per scheme replaces the per-scheme panels
+    many = len(report_schemes.schemes_in(rows)) > 2
+    if many:
+        figures = [report_schemes.figure_schemes(out, rows, init) for init in inits]
+    else:
+        figures = [figure_fig3(out, rows, init) for init in inits] + [figure_lemma2(out, rows)]
     text = [
         "# Theory check at initialization: Xiong et al. 2020, Fig. 3, Lemma 2 and Theorem 1",
         "",
         "Reproduces sec. 3.4 of \"On Layer Normalization in the Transformer Architecture\" (ICML 2020) "
-        "without training: gradient norms and hidden-state norms of Post-LN and Pre-LN IWSLT14 models at "
+        "without training: gradient norms and hidden-state norms of IWSLT14 models (Post-LN, Pre-LN, or every scheme asked for) at "
         "initialization. Generated from `measurements.csv` and `run.json` in this folder by "
         "`normpos.theory.report`; every number below is computed from that CSV.",
         "",
         *section_setup(rows, meta),
+        *(report_schemes.section_schemes(rows, meta) if many else []),
         *section_comparison(with_check_settings(out, rows)),
         *section_checks(out),
         *section_last_fc2(rows),
