@@ -29,6 +29,11 @@ bench: $(SETUP)  ## tokens/s of our Post-LN and Pre-LN vs fairseq's built-in tra
 gradnorm: $(SETUP)  ## theory check at init (Fig. 3, Lemma 2, Thm 1): Post-/Pre-LN, depths 6-14, 10 seeds -> results/theory
 	$(PY) -m normpos.theory $(THEORY_ARGS)
 
+# Fig. 3(c,d) beyond the paper: every scheme of the plugin, paper's FFN init, depths 6-14, 3 seeds (~20 min)
+ALL_SCHEMES = post_ln pre_ln deepnorm admin rezero tfixup ln_simple adanorm rmsnorm_post rmsnorm_pre scalenorm_fixnorm normformer
+gradnorm-schemes: $(SETUP)  ## Fig. 3(c,d) for every normalization scheme, depths 6-14, 3 seeds -> results/theory/schemes
+	$(PY) -m normpos.theory --schemes $(ALL_SCHEMES) --seeds 3 --theory-depths --per-layer-depth 0 --out results/theory/schemes $(THEORY_ARGS)
+
 # The same measurement with one thing changed, each in results/theory/checks/NAME (the main report lists them)
 THEORY_CHECKS = results/theory/checks
 gradnorm-checks: $(SETUP)  ## checks beside `gradnorm`: current fairseq's FFN init, 4 batches, dropout 0 and 0.3 (~25 min)
@@ -94,5 +99,5 @@ demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN with
 	$(call REPORT,table,multi30k,demo)
 	$(call REPORT,figures,multi30k,demo)
 
-.PHONY: help setup test bench gradnorm gradnorm-checks data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
+.PHONY: help setup test bench gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
 	reproduce-iwslt reproduce-wmt reproduce-multi30k demo

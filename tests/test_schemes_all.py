@@ -60,3 +60,20 @@ def test_trains_saves_and_decodes_at_depth_12(tiny_bin, tmp_path, scheme):
     assert (save / "checkpoint_last.pt").is_file()
     bleu = generate(tiny_bin, save / "checkpoint_last.pt")  # fairseq-generate rebuilds the model, beam 2
     assert 0.0 <= bleu.score <= 100.0
+
+
+def test_every_scheme_is_in_the_gradnorm_target_and_the_scheme_sweeps():
+    # a new scheme file must also appear in `make gradnorm-schemes` and in both scheme experiments
+    import yaml
+
+    from conftest import REPO
+
+    makefile = (REPO / "Makefile").read_text()
+    listed = re.search(r"^ALL_SCHEMES = (.*)$", makefile, re.M).group(1).split()
+    assert sorted(listed) == scheme_names()
+    params = yaml.safe_load((REPO / "configs/experiment/schemes_warmup.yaml").read_text())["hydra"]["sweeper"]["params"]
+    assert sorted(s.strip() for s in params["model.scheme"].split(",")) == scheme_names()
+    variants = yaml.safe_load((REPO / "configs/experiment/schemes_recommended.yaml").read_text())
+    names = [v.strip() for v in variants["hydra"]["sweeper"]["params"]["variant"].split(",")]
+    schemes = {yaml.safe_load((REPO / f"configs/variant/{v}.yaml").read_text())["model"]["scheme"] for v in names}
+    assert sorted(schemes) == scheme_names()
