@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from normpos.fairseq_build import build_task_and_model
+from sublayer_io import sublayer_io
 
 TINY = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
         "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
@@ -51,35 +52,9 @@ def recursion_from_hooks(model, sample):
     x_{i-1}: the sub-layer's input (attention query / fc1 input); f_i: its output (attention output /
     fc2 output; dropout is 0 here). Per stack: omega_1 = 1, omega_{i+1}^2 = Var[omega_i x_{i-1}] + Var[f_i].
     """
-    seen = {}
-
-    def keep_input(key, what):
-        def hook(module, args, kwargs):  # attention is called with query=..., Linear/LayerNorm positionally
-            seen.setdefault(key, {})[what] = kwargs["query"] if "query" in kwargs else args[0]
-        return hook
-
-    def keep_output(key):
-        def hook(module, args, output):
-            seen.setdefault(key, {})["f"] = output[0] if isinstance(output, tuple) else output
-        return hook
-
-    handles = []
-    for stack in ("encoder", "decoder"):
-        for i, layer in enumerate(getattr(model, stack).layers):
-            parts = {"self_attn": (layer.self_attn, layer.self_attn, layer.self_attn_layer_norm),
-                     "ffn": (layer.fc1, layer.fc2, layer.final_layer_norm)}
-            if stack == "decoder":
-                parts["encoder_attn"] = (layer.encoder_attn, layer.encoder_attn, layer.encoder_attn_layer_norm)
-            for sub, (first, last, norm) in parts.items():
-                key = (stack, i, sub)
-                handles.append(first.register_forward_pre_hook(keep_input(key, "x"), with_kwargs=True))
-                handles.append(last.register_forward_hook(keep_output(key)))
-                handles.append(norm.register_forward_pre_hook(keep_input(key, "norm_input"), with_kwargs=True))
     model.train()
-    with torch.no_grad():
+    with torch.no_grad(), sublayer_io(model) as seen:
         model(**sample["net_input"])
-    for h in handles:
-        h.remove()
 
     expected = {}
     for stack, subs in (("encoder", ("self_attn", "ffn")), ("decoder", ("self_attn", "encoder_attn", "ffn"))):
@@ -87,8 +62,8 @@ def recursion_from_hooks(model, sample):
         for i in range(N if stack == "encoder" else M):
             for sub in subs:
                 t = seen[(stack, i, sub)]
-                in_var = (omega * t["x"]).var(unbiased=False).item()
-                out_var = t["f"].var(unbiased=False).item()
+                in_var = (omega * t["input"]).var(unbiased=False).item()
+                out_var = t["output"].var(unbiased=False).item()
                 expected[(stack, i, sub)] = (omega, in_var, out_var)
                 omega = math.sqrt(in_var + out_var)
     return expected, seen
@@ -124,7 +99,7 @@ def test_omegas_are_the_profiled_variance_recursion(tiny_bin, tmp_path):
     assert all(omegas[k][0].item() > 1.05 for k in omegas if k[1:] != (0, "self_attn"))
     # Post-LN with the profiled omega: each LayerNorm's input is omega_i * x_{i-1} + f_i(x_{i-1})
     for key, t in seen.items():
-        torch.testing.assert_close(t["norm_input"], omegas[key].detach() * t["x"] + t["f"])
+        torch.testing.assert_close(t["norm_input"], omegas[key].detach() * t["input"] + t["output"])
     assert model.encoder.layer_norm is None and model.decoder.layer_norm is None
     state = model.state_dict()
     assert "encoder.layers.0.residuals.ffn.omega" in state and "decoder.layers.1.residuals.encoder_attn.omega" in state

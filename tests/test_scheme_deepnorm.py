@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fairseq_entry import build_model
+from sublayer_io import sublayer_io
 
 TINY = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
         "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
@@ -63,37 +64,11 @@ def test_layernorm_follows_each_scaled_residual(dict_dir):
     model = build(dict_dir, "deepnorm", n, m).eval()
     want = table1(n, m)
     assert model.encoder.layer_norm is None and model.decoder.layer_norm is None
-    seen = {}
-
-    def keep_input(key, what):
-        def hook(module, args, kwargs):  # attention is called with query=..., Linear/LayerNorm positionally
-            seen.setdefault(key, {})[what] = kwargs["query"] if "query" in kwargs else args[0]
-        return hook
-
-    def keep_output(key):
-        def hook(module, args, output):
-            seen.setdefault(key, {})["output"] = output[0] if isinstance(output, tuple) else output
-        return hook
-
-    handles = []
     for stack, layers in stacks(model).items():
-        for i, layer in enumerate(layers):
-            assert not layer.normalize_before
-            subs = {"self_attn": (layer.self_attn, layer.self_attn_layer_norm),
-                    "ffn": (layer.fc1, layer.final_layer_norm)}
-            if stack == "decoder":
-                subs["encoder_attn"] = (layer.encoder_attn, layer.encoder_attn_layer_norm)
-            for sub, (first, norm) in subs.items():
-                key = (stack, i, sub)
-                handles.append(first.register_forward_pre_hook(keep_input(key, "input"), with_kwargs=True))
-                last = layer.fc2 if sub == "ffn" else first  # dropout is off in eval mode
-                handles.append(last.register_forward_hook(keep_output(key)))
-                handles.append(norm.register_forward_pre_hook(keep_input(key, "norm_input"), with_kwargs=True))
+        assert not any(layer.normalize_before for layer in layers)
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
+    with torch.no_grad(), sublayer_io(model) as seen:
         model(torch.randint(4, 96, (2, 7), generator=g), torch.full((2,), 7), torch.randint(4, 96, (2, 5), generator=g))
-    for h in handles:
-        h.remove()
     assert len(seen) == 2 * n + 3 * m
     for (stack, i, sub), t in seen.items():
         alpha = want[stack][0]

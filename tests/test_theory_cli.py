@@ -83,6 +83,41 @@ def test_report_compares_the_inits_through_the_check(run_dir):
     assert "`current-fairseq-init`" in report
 
 
+def test_a_check_that_changed_more_than_the_init_is_not_compared(run_dir, tmp_path):
+    import json
+    import shutil
+
+    from normpos.theory import report
+
+    out = tmp_path / "main"
+    shutil.copytree(run_dir, out)
+    rows, meta = report.load(out)
+    assert any(r["setting"].endswith("/torch_default") for r in report.with_check_settings(out, rows, meta))
+    run_json = out / "checks" / "current-fairseq-init" / "run.json"
+    changed = json.loads(run_json.read_text())
+    changed["options"]["dropout"] = 0.0  # as checks/dropout-0: another measurement, not another init
+    run_json.write_text(json.dumps(changed))
+    assert not any(r["setting"].endswith("/torch_default") for r in report.with_check_settings(out, rows, meta))
+
+
+def test_every_scheme_gets_the_compact_figure_and_its_slope(data_dir, tmp_path):
+    # beyond Post-LN and Pre-LN: one figure with a line per scheme, a table with each scheme's slope
+    out = tmp_path / "schemes"
+    argv = ["--schemes", "post_ln", "pre_ln", "rezero", "deepnorm", "--depths", "1", "2", "3", "--seeds", "2",
+            "--theory-depths", "--per-layer-depth", "0", "--max-tokens", "512", "--model-args", TINY,
+            "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    assert (out / "fig3_schemes_xavier.png").is_file() and not (out / "fig3_xavier.png").exists()
+    rows = [r for r in read_rows(out / "measurements.csv") if r["quantity"] == "grad_norm"
+            and r["setting"] == "deepnorm/xavier" and r["stack"] == "encoder" and r["layer"] == r["depth"]]
+    by_seed = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], {})[int(r["depth"])] = float(r["value"])
+    slopes = [np.polyfit(np.log([1, 2, 3]), np.log([d[1], d[2], d[3]]), 1)[0] for d in by_seed.values()]
+    line = next(x for x in (out / "report.md").read_text().splitlines() if x.startswith("| `deepnorm`"))
+    assert f"{np.mean(slopes):.2f} ± {np.std(slopes, ddof=1):.2f}" in line and "Wang et al. 2022" in line
+
+
 def test_bad_input_is_one_line_from_the_command_line():
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'scripts'}"}
     done = subprocess.run([sys.executable, "-m", "normpos.theory", "--schemes", "mid_ln"], capture_output=True,

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from normpos.fairseq_build import build_task_and_model
+from normpos.provenance import git_commit
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_MULTI30K = REPO.parent / "shared" / "data" / "multi30k" / "task1" / "tok"
@@ -120,7 +121,7 @@ def main(argv=None):
                 seconds[name].append(time_round(trainer, batches, args.device))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     device_name = torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = git_commit(short=True)
     print(f"\nbenchmark: {updates} updates x {args.rounds} rounds, max_tokens {max_tokens}, "
           f"{tokens} target tokens per round, device {device_name}, torch {torch.__version__}, commit {commit}")
     rate = {name: tokens / statistics.median(s) for name, s in seconds.items()}

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional
 from omegaconf import OmegaConf
 
 from normpos.files import write_json, write_text
+from normpos.provenance import git_commit
 
 from . import command, fairseq_log
 from .schema import ExperimentCfg
@@ -36,13 +37,6 @@ def read_status(directory: Path) -> Optional[dict]:
         return json.loads((directory / "status.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def git_commit() -> str:
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
-    return proc.stdout.strip() + ("+dirty" if dirty else "") if proc.returncode == 0 else "unknown"
 
 
 def machine() -> str:

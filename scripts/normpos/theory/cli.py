@@ -15,7 +15,6 @@ import logging
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 import warnings
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from normpos.files import write_json
+from normpos.provenance import git_commit
 
 from . import data as data_lib
 from .model import MAX_TOKENS
@@ -99,14 +99,6 @@ def quiet() -> None:
     loggers do not stick: INFO and below are switched off globally instead."""
     logging.disable(logging.INFO)
     warnings.filterwarnings("ignore")
-
-
-def git_commit() -> str:
-    def git(*cmd):
-        return subprocess.run(["git", *cmd], cwd=data_lib.REPO, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + (" (working tree has uncommitted changes)" if git("status", "--porcelain") else "")
 
 
 def machine(device: str) -> dict:

@@ -587,13 +587,20 @@ def section_checks(out: Path) -> list:
     ]
 
 
-def with_check_settings(out: Path, rows) -> list:
-    """``rows`` plus the rows of every setting that only a check measured (e.g. current fairseq's init, which
-    the default run leaves to ``checks/current-fairseq-init`` to stay within its time budget)."""
+#: options that must be equal for a check's setting to stand beside the main run's (all but the FFN init)
+SAME_MEASUREMENT = ("data", "dropout", "batches", "max_tokens", "model_args")
+
+
+def with_check_settings(out: Path, rows, meta) -> list:
+    """``rows`` plus the rows of every setting that only a check measured under the same conditions (e.g.
+    current fairseq's init, which the default run leaves to ``checks/current-fairseq-init`` to stay within
+    its time budget). A check that changed anything else (dropout, batches...) is not mixed in."""
     have = set(settings_in(rows))
     extra = []
     for path in sorted((out / "checks").glob("*/measurements.csv")):
-        check_rows = load(path.parent)[0]
+        check_rows, check_meta = load(path.parent)
+        if any(check_meta["options"].get(k) != meta["options"].get(k) for k in SAME_MEASUREMENT):
+            continue
         new = set(settings_in(check_rows)) - have
         extra += [r for r in check_rows if r["setting"] in new]
         have |= new
@@ -621,7 +628,7 @@ def write(out: Path) -> Path:
         "",
         *section_setup(rows, meta),
         *(report_schemes.section_schemes(rows, meta) if many else []),
-        *section_comparison(with_check_settings(out, rows)),
+        *section_comparison(with_check_settings(out, rows, meta)),
         *section_checks(out),
         *section_last_fc2(rows),
         *section_slopes(rows),
