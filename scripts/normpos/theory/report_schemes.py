@@ -29,14 +29,22 @@ def figure_schemes(out: Path, rows, init: str) -> str:
     settings = [s for s in settings_in(rows) if s.split("/")[1] == init]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     markers = "osD^v<>pPX*h"
+    colors = list(plt.get_cmap("tab10").colors) + ["black", "gold"]  # 12 distinct colours
     for ax, stack in zip(axes, ("encoder", "decoder")):
         for i, setting in enumerate(settings):
             depths = sorted(d for (s, st, d) in grads if s == setting and st == stack)
             if not depths:
                 continue
             stats = [mean_std(grads[(setting, stack, d)].values()) for d in depths]
-            ax.errorbar(depths, [m for m, _ in stats], yerr=[s for _, s in stats], marker=markers[i % len(markers)],
-                        capsize=3, label=setting.split("/")[0])
+            style = dict(marker=markers[i % len(markers)], color=colors[i % len(colors)],
+                         ls="-" if i < 10 else "--")
+            if all(m == 0 for m, _ in stats):
+                # e.g. ReZero: alpha = 0 gates every branch, so its weights get no gradient at all at init;
+                # a log axis cannot draw 0, the legend says it
+                ax.plot([], [], **style, label=f"{setting.split('/')[0]} (exactly 0, not drawn)")
+                continue
+            ax.errorbar(depths, [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3,
+                        label=setting.split("/")[0], **style)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ticks = sorted({d for (_, _, d) in grads})
@@ -45,9 +53,10 @@ def figure_schemes(out: Path, rows, init: str) -> str:
         ax.set_title(f"({'cd'[stack == 'decoder']}) {stack}: last-layer W^2 gradient at init")
         ax.set_xlabel("layers per stack (L-L model, log scale)")
         ax.set_ylabel("||grad W^2_L||_F, mean ± std over seeds (log scale)")
-        ax.legend(fontsize=8, ncol=2)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=9)  # below both panels, off the curves
     fig.suptitle(f"Xiong et al. 2020, Fig. 3(c,d), for every normalization scheme ({init} FFN init)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     name = f"fig3_schemes_{init}.png"
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
@@ -69,7 +78,9 @@ def section_schemes(rows, meta) -> list:
                 continue
             per_seed, _, ds = sl[(setting, stack)]
             lo, hi = (np.mean(list(grads[(setting, stack, d)].values())) for d in (ds[0], ds[-1]))
-            cells += [f"{fmt(lo)} → {fmt(hi)}", fmt(*mean_std(per_seed), digits=2)]
+            zero = all(v == 0 for d in ds for v in grads[(setting, stack, d)].values())
+            cells += [f"{fmt(lo)} → {fmt(hi)}", "none: exactly 0 at every depth" if zero
+                      else fmt(*mean_std(per_seed), digits=2)]
         body.append(cells)
     depths = sorted({d for (_, _, d) in grads})
     return [
