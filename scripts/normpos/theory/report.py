@@ -86,6 +86,8 @@ def slopes(grads: dict) -> dict:
         if len(ds) < 2:
             continue
         seeds = sorted(set.intersection(*(set(depths[d]) for d in ds)))
+        if any(depths[d][s] <= 0 for d in ds for s in seeds):
+            continue  # no log-log slope (ReZero's gradient is exactly 0 at init)
         per_seed = [np.polyfit(np.log(ds), np.log([depths[d][s] for d in ds]), 1)[0] for s in seeds]
         of_means = np.polyfit(np.log(ds), np.log([np.mean(list(depths[d].values())) for d in ds]), 1)[0]
         out[key] = (per_seed, float(of_means), ds)

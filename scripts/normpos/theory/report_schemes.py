@@ -73,14 +73,14 @@ def section_schemes(rows, meta) -> list:
         scheme = setting.split("/")[0]
         cells = [f"`{scheme}`", info.get(scheme, {}).get("paper", ""), info.get(scheme, {}).get("summary", "")]
         for stack in ("encoder", "decoder"):
-            if (setting, stack) not in sl:
+            ds = sorted(d for (s, st, d) in grads if s == setting and st == stack)
+            if not ds:
                 cells += ["–", "–"]
                 continue
-            per_seed, _, ds = sl[(setting, stack)]
             lo, hi = (np.mean(list(grads[(setting, stack, d)].values())) for d in (ds[0], ds[-1]))
             zero = all(v == 0 for d in ds for v in grads[(setting, stack, d)].values())
-            cells += [f"{fmt(lo)} → {fmt(hi)}", "none: exactly 0 at every depth" if zero
-                      else fmt(*mean_std(per_seed), digits=2)]
+            slope = fmt(*mean_std(sl[(setting, stack)][0]), digits=2) if (setting, stack) in sl else "–"
+            cells += [f"{fmt(lo)} → {fmt(hi)}", "none: exactly 0 at every depth" if zero else slope]
         body.append(cells)
     depths = sorted({d for (_, _, d) in grads})
     return [
