@@ -87,6 +87,9 @@ endef
 reproduce-iwslt: $(SETUP)  ## IWSLT14: data, every IWSLT sweep of the paper, scoring, tables, figures [DRY_RUN=1]
 	$(call reproduce,iwslt14,$(IWSLT_EXPERIMENTS))
 
+schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3, Multi30k on CPU (~35 min): table, figures
+	$(call reproduce,multi30k,schemes_demo)
+
 reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer base), scoring, table, figures [DRY_RUN=1]
 	$(call reproduce,wmt14,sec4_wmt_preln_vs_postln)
 
@@ -100,4 +103,4 @@ demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN with
 	$(call REPORT,figures,multi30k,demo)
 
 .PHONY: help setup test bench gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
-	reproduce-iwslt reproduce-wmt reproduce-multi30k demo
+	reproduce-iwslt reproduce-wmt reproduce-multi30k demo schemes-demo

@@ -71,8 +71,9 @@ def test_every_scheme_is_in_the_gradnorm_target_and_the_scheme_sweeps():
     makefile = (REPO / "Makefile").read_text()
     listed = re.search(r"^ALL_SCHEMES = (.*)$", makefile, re.M).group(1).split()
     assert sorted(listed) == scheme_names()
-    params = yaml.safe_load((REPO / "configs/experiment/schemes_warmup.yaml").read_text())["hydra"]["sweeper"]["params"]
-    assert sorted(s.strip() for s in params["model.scheme"].split(",")) == scheme_names()
+    for experiment in ("schemes_warmup", "schemes_demo"):
+        params = yaml.safe_load((REPO / f"configs/experiment/{experiment}.yaml").read_text())["hydra"]["sweeper"]["params"]
+        assert sorted(s.strip() for s in params["model.scheme"].split(",")) == scheme_names(), experiment
     variants = yaml.safe_load((REPO / "configs/experiment/schemes_recommended.yaml").read_text())
     names = [v.strip() for v in variants["hydra"]["sweeper"]["params"]["variant"].split(",")]
     schemes = {yaml.safe_load((REPO / f"configs/variant/{v}.yaml").read_text())["model"]["scheme"] for v in names}
