@@ -119,9 +119,11 @@ def curves_figure(groups: dict, x: str, title: str, out: Path) -> list:
     metrics = present_metrics(runs, x)
     if not metrics:
         raise ReportError("no run has a validation loss in metrics.jsonl yet: nothing to draw")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6.4 * len(metrics), 4.6), squeeze=False,
-                             layout="constrained")
-    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    many = len(groups) > 6  # e.g. every scheme: the legend goes below the panels, off the curves
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.4 * len(metrics), 9), 4.6 + 0.25 * len(groups) * many),
+                             squeeze=False, layout="constrained")
+    colors = list(plt.get_cmap("tab10").colors) + ["black", "gold"] if len(groups) <= 12 else \
+        plt.get_cmap("tab20").colors
     for ax, metric in zip(axes[0], metrics):
         top = _y_top(groups, metric, x)
         for i, runs_of_config in enumerate(groups.values()):
@@ -129,7 +131,10 @@ def curves_figure(groups: dict, x: str, title: str, out: Path) -> list:
         label_axes(ax, metric, x)
         if top is not None and METRICS[metric][1]:
             ax.set_ylim(top=top)
-    axes[0][0].legend(fontsize=8)
+    if many:
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)
+    else:
+        axes[0][0].legend(fontsize=8)
     fig.suptitle(f"{title}\nmean over finished seeds, band min..max; dashed, x: diverged/failed seeds", fontsize=10)
     return save(fig, out, "curves")
 
