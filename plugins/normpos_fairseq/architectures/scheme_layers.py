@@ -34,7 +34,6 @@ def _apply_scheme(layer: nn.Module, scheme, stack: str, index: int, args) -> Non
         if norm is not None:
             setattr(layer, norm_attr, norm)
     layer.residuals = nn.ModuleDict({sub: scheme.build_residual(site, args) for sub, site in sites.items()})
-    layer.site = sites
 
 
 class _SchemeResiduals:

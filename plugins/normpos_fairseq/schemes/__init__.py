@@ -88,6 +88,22 @@ class NormScheme:
         """Scheme-specific initialization, run once after the whole model is built (and after the FFN init)."""
 
 
+def place_norms_after(args, contradiction: str) -> None:
+    """Post-norm positions for ``configure``: the norm follows each residual join and no stack has a final
+    norm. Asking for ``--encoder/decoder-normalize-before`` as well raises ``ValueError(contradiction)``."""
+    if getattr(args, "encoder_normalize_before", False) or getattr(args, "decoder_normalize_before", False):
+        raise ValueError(contradiction)
+    args.encoder_normalize_before = False
+    args.decoder_normalize_before = False
+
+
+def place_norms_before(args) -> None:
+    """Pre-norm positions for ``configure``: each norm inside its residual branch, and fairseq then builds
+    each stack's final norm."""
+    args.encoder_normalize_before = True
+    args.decoder_normalize_before = True
+
+
 SCHEMES: Dict[str, NormScheme] = {}
 
 

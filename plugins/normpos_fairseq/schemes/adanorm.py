@@ -18,15 +18,9 @@ Their schedule: Adam (0.9, 0.98), ``inverse_sqrt`` with 8000 warm-up updates fro
 
 from ..modules.adanorm import K, SCALE, AdaNorm
 from ..modules.layernorm_simple import LayerNormSimple
-from . import NormScheme, register_scheme
+from . import NormScheme, place_norms_before, register_scheme
 
 PAPER = 'Xu et al. 2019, "Understanding and Improving Layer Normalization" (arXiv:1911.07013)'
-
-
-def _pre_ln(args) -> None:
-    # every norm inside the residual branch, and fairseq then builds each stack's final norm (Pre-LN)
-    args.encoder_normalize_before = True
-    args.decoder_normalize_before = True
 
 
 @register_scheme
@@ -36,7 +30,7 @@ class LayerNormSimpleScheme(NormScheme):
     paper = PAPER
 
     def configure(self, args) -> None:
-        _pre_ln(args)
+        place_norms_before(args)
 
     def build_norm(self, dim, site, args):
         return LayerNormSimple(dim)
@@ -55,7 +49,7 @@ class AdaNormScheme(NormScheme):
                             help=f"AdaNorm's k (default {K}, the paper's 1/10)")
 
     def configure(self, args) -> None:
-        _pre_ln(args)
+        place_norms_before(args)
         k = _option(args, "adanorm_k", K)
         if not k > 0:
             raise ValueError(f"--adanorm-k must be > 0, got {k}")

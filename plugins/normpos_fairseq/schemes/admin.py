@@ -60,7 +60,7 @@ import torch
 from fairseq import utils
 from torch import nn
 
-from . import NormScheme, Site, register_scheme
+from . import NormScheme, Site, place_norms_after, register_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -306,15 +306,10 @@ class Admin(NormScheme):
 
     def configure(self, args) -> None:
         # Admin is a Post-LN variant: the LayerNorm follows each residual join
-        if getattr(args, "encoder_normalize_before", False) or getattr(args, "decoder_normalize_before", False):
-            raise ValueError(
-                "--norm-scheme admin is Post-LN (x = LN(omega*x + f(x))); it contradicts "
-                "--encoder/decoder-normalize-before"
-            )
+        place_norms_after(args, "--norm-scheme admin is Post-LN (x = LN(omega*x + f(x))); it contradicts "
+                                "--encoder/decoder-normalize-before")
         if (getattr(args, "admin_profile_batches", 1) or 1) < 1:
             raise ValueError("--admin-profile-batches must be >= 1")
-        args.encoder_normalize_before = False
-        args.decoder_normalize_before = False
 
     def build_residual(self, site: Site, args) -> nn.Module:
         dim = args.encoder_embed_dim if site.stack == "encoder" else args.decoder_embed_dim

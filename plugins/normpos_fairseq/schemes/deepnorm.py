@@ -44,7 +44,7 @@ from typing import Iterator, Tuple
 import torch
 from torch import nn
 
-from . import NormScheme, Site, register_scheme
+from . import NormScheme, Site, place_norms_after, register_scheme
 
 DEEPNORM_INITS = ("torchscale", "paper")
 
@@ -109,13 +109,8 @@ class DeepNorm(NormScheme):
 
     def configure(self, args) -> None:
         # DeepNorm is a Post-LN variant: the LayerNorm follows each residual join
-        if getattr(args, "encoder_normalize_before", False) or getattr(args, "decoder_normalize_before", False):
-            raise ValueError(
-                "--norm-scheme deepnorm is Post-LN (x = LN(alpha*x + G(x))); it contradicts "
-                "--encoder/decoder-normalize-before"
-            )
-        args.encoder_normalize_before = False
-        args.decoder_normalize_before = False
+        place_norms_after(args, "--norm-scheme deepnorm is Post-LN (x = LN(alpha*x + G(x))); it contradicts "
+                                "--encoder/decoder-normalize-before")
 
     def build_residual(self, site: Site, args) -> nn.Module:
         alpha, _ = deepnorm_constants(site.stack, site.encoder_layers, site.decoder_layers)

@@ -54,7 +54,7 @@ from fairseq.modules import LayerNorm
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import NormScheme, Residual, register_scheme
+from . import NormScheme, Residual, place_norms_before, register_scheme
 
 
 class HeadScale(nn.Module):
@@ -146,8 +146,7 @@ class NormFormer(NormScheme):
 
     def configure(self, args) -> None:
         # NormFormer is built on Pre-LN (paper sec. 2), final LayerNorm on each stack included
-        args.encoder_normalize_before = True
-        args.decoder_normalize_before = True
+        place_norms_before(args)
 
     def build_residual(self, site, args) -> nn.Module:
         if site.sublayer == "ffn" and getattr(args, "normformer_scale_resids", False):

@@ -1,6 +1,6 @@
 """Post-LN: sub-layer -> dropout -> residual add -> LayerNorm (Vaswani et al. 2017; Xiong et al. 2020, Fig. 1a)."""
 
-from . import NormScheme, register_scheme
+from . import NormScheme, place_norms_after, register_scheme
 
 
 @register_scheme
@@ -10,12 +10,5 @@ class PostLN(NormScheme):
     paper = 'Vaswani et al. 2017, "Attention Is All You Need"'
 
     def configure(self, args) -> None:
-        if getattr(args, "encoder_normalize_before", False) or getattr(
-            args, "decoder_normalize_before", False
-        ):
-            raise ValueError(
-                "--norm-scheme post_ln contradicts --encoder/decoder-normalize-before; "
-                "use --norm-scheme pre_ln instead"
-            )
-        args.encoder_normalize_before = False
-        args.decoder_normalize_before = False
+        place_norms_after(args, "--norm-scheme post_ln contradicts --encoder/decoder-normalize-before; "
+                                "use --norm-scheme pre_ln instead")

@@ -6,7 +6,7 @@ more LayerNorm before the output projection. fairseq builds exactly this (includ
 ``decoder_normalize_before`` are set.
 """
 
-from . import NormScheme, register_scheme
+from . import NormScheme, place_norms_before, register_scheme
 
 
 @register_scheme
@@ -16,5 +16,4 @@ class PreLN(NormScheme):
     paper = 'Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture"'
 
     def configure(self, args) -> None:
-        args.encoder_normalize_before = True
-        args.decoder_normalize_before = True
+        place_norms_before(args)

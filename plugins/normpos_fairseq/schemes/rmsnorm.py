@@ -15,7 +15,7 @@ Option ``--rmsnorm-eps`` (default 1e-8) applies to both.
 """
 
 from ..modules.rmsnorm import EPS, RMSNorm
-from . import NormScheme, register_scheme
+from . import NormScheme, place_norms_after, place_norms_before, register_scheme
 
 PAPER = 'Zhang & Sennrich 2019, "Root Mean Square Layer Normalization" (arXiv:1910.07467)'
 
@@ -30,17 +30,13 @@ class _RMSNormScheme(NormScheme):
     normalize_before = False
 
     def configure(self, args) -> None:
-        if not self.normalize_before and (
-            getattr(args, "encoder_normalize_before", False) or getattr(args, "decoder_normalize_before", False)
-        ):
-            raise ValueError(
-                f"--norm-scheme {self.name} is Post-LN and contradicts --encoder/decoder-normalize-before; "
-                "use --norm-scheme rmsnorm_pre instead"
-            )
+        if self.normalize_before:
+            place_norms_before(args)
+        else:
+            place_norms_after(args, f"--norm-scheme {self.name} is Post-LN and contradicts "
+                                    "--encoder/decoder-normalize-before; use --norm-scheme rmsnorm_pre instead")
         if not _eps(args) > 0:
             raise ValueError(f"--rmsnorm-eps must be > 0, got {_eps(args)}")
-        args.encoder_normalize_before = self.normalize_before
-        args.decoder_normalize_before = self.normalize_before
 
     def build_norm(self, dim, site, args):
         return RMSNorm(dim, eps=_eps(args))  # every site, the stacks' final norms included

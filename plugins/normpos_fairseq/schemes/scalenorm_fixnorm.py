@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..modules.scalenorm import ScaleNorm
-from . import NormScheme, register_scheme
+from . import NormScheme, place_norms_before, register_scheme
 
 EMBED_INIT = 0.01  # tnq177/transformers_without_tears model.py: uniform(-0.01, 0.01) when fix_norm
 _TINY = 1e-12  # only guards a division by an all-zero row
@@ -64,8 +64,7 @@ class ScaleNormFixNorm(NormScheme):
     def configure(self, args) -> None:
         if not _embed_init(args) > 0:
             raise ValueError(f"--scalenorm-fixnorm-embed-init must be > 0, got {_embed_init(args)}")
-        args.encoder_normalize_before = True
-        args.decoder_normalize_before = True
+        place_norms_before(args)
 
     def build_norm(self, dim, site, args):
         return ScaleNorm(dim)  # every site, the stacks' final norms included
