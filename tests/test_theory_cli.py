@@ -92,12 +92,14 @@ def test_a_check_that_changed_more_than_the_init_is_not_compared(run_dir, tmp_pa
     out = tmp_path / "main"
     shutil.copytree(run_dir, out)
     rows, meta = report.load(out)
-    assert any(r["setting"].endswith("/torch_default") for r in report.with_check_settings(out, rows, meta))
+    compared = report.with_check_settings(rows, meta, report.load_checks(out))
+    assert any(r["setting"].endswith("/torch_default") for r in compared)
     run_json = out / "checks" / "current-fairseq-init" / "run.json"
     changed = json.loads(run_json.read_text())
     changed["options"]["dropout"] = 0.0  # as checks/dropout-0: another measurement, not another init
     run_json.write_text(json.dumps(changed))
-    assert not any(r["setting"].endswith("/torch_default") for r in report.with_check_settings(out, rows, meta))
+    compared = report.with_check_settings(rows, meta, report.load_checks(out))
+    assert not any(r["setting"].endswith("/torch_default") for r in compared)
 
 
 def test_every_scheme_gets_the_compact_figure_and_its_slope(data_dir, tmp_path):

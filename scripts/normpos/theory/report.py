@@ -556,16 +556,19 @@ def lemma2_summary(prof: dict) -> list:
     return lines
 
 
-def section_checks(out: Path) -> list:
-    """Runs in ``checks/NAME/`` (the command with one option changed, e.g. ``--dropout 0``): their last-layer
-    W^2 gradients beside this run's for the same setting, depth and seeds."""
+def load_checks(out: Path) -> list:
+    """[(folder, rows, meta)] of the runs in ``checks/NAME/``: the command with one option changed."""
     folders = sorted(p.parent for p in (out / "checks").glob("*/measurements.csv"))
-    if not folders:
+    return [(folder, *load(folder)) for folder in folders]
+
+
+def section_checks(main_rows, checks: list) -> list:
+    """The checks' last-layer W^2 gradients beside this run's for the same setting, depth and seeds."""
+    if not checks:
         return []
-    main = last_fc2(load(out)[0])
+    main = last_fc2(main_rows)
     body, commands = [], []
-    for folder in folders:
-        rows, meta = load(folder)
+    for folder, rows, meta in checks:
         commands.append(f"- `{folder.name}`: `{meta['command']}`")
         for (setting, stack, depth), by_seed in sorted(last_fc2(rows).items(), key=lambda kv: (
                 settings_in(rows).index(kv[0][0]), kv[0][1], kv[0][2])):
@@ -593,14 +596,13 @@ def section_checks(out: Path) -> list:
 SAME_MEASUREMENT = ("data", "dropout", "batches", "max_tokens", "model_args")
 
 
-def with_check_settings(out: Path, rows, meta) -> list:
+def with_check_settings(rows, meta, checks: list) -> list:
     """``rows`` plus the rows of every setting that only a check measured under the same conditions (e.g.
     current fairseq's init, which the default run leaves to ``checks/current-fairseq-init`` to stay within
     its time budget). A check that changed anything else (dropout, batches...) is not mixed in."""
     have = set(settings_in(rows))
     extra = []
-    for path in sorted((out / "checks").glob("*/measurements.csv")):
-        check_rows, check_meta = load(path.parent)
+    for _, check_rows, check_meta in checks:
         if any(check_meta["options"].get(k) != meta["options"].get(k) for k in SAME_MEASUREMENT):
             continue
         new = set(settings_in(check_rows)) - have
@@ -613,6 +615,7 @@ def write(out: Path) -> Path:
     from . import report_schemes  # it builds on this module's helpers
 
     rows, meta = load(out)
+    checks = load_checks(out)
     inits = [i for i in INIT_ORDER if any(init_of(s) == i for s in settings_in(rows))]
     # beyond Post-LN and Pre-LN, one compact figure with a line per scheme replaces the per-scheme panels
     many = len(report_schemes.schemes_in(rows)) > 2
@@ -630,8 +633,8 @@ def write(out: Path) -> Path:
         "",
         *section_setup(rows, meta),
         *(report_schemes.section_schemes(rows, meta) if many else []),
-        *section_comparison(with_check_settings(out, rows, meta)),
-        *section_checks(out),
+        *section_comparison(with_check_settings(rows, meta, checks)),
+        *section_checks(rows, checks),
         *section_last_fc2(rows),
         *section_slopes(rows),
         *section_lemma2(rows),
