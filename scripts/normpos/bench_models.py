@@ -2,27 +2,42 @@
 
 Trains our Post-LN and Pre-LN IWSLT models and fairseq's built-in ``transformer_iwslt_de_en`` (plain, and
 with ``--encoder/decoder-normalize-before``) through fairseq's own ``Trainer`` on the same batches, in one
-process, and prints tokens/s of each and the ratio ours / built-in. Rounds are interleaved (A B C D, A B C D,
-...) so that machine noise hits every model alike; the median round counts. All models use the current
-fairseq FFN init (``--ffn-init torch_default``) so that they are the same computation: the init does not
-change the speed.
+process, and prints tokens/s of each and the ratio ours / built-in (target >= 0.98). Rounds are interleaved
+(A B C D, A B C D, ...) so that machine noise hits every model alike; the median round counts. All models use
+the current fairseq FFN init (``--ffn-init torch_default``) so that they are the same computation: the init
+does not change the speed.
 
-    python -m normpos.bench_models [--data BIN_DIR] [--device cpu|cuda] [--max-tokens N] [--updates N]
+``--precision`` trains in fp32, fp16 or bf16 (fairseq's ``--fp16`` / ``--bf16``: half-precision weights and
+activations with an fp32 master copy); ``--json`` writes the numbers, with each model's peak GPU memory, for
+``make gpu-proof``. The four models share one GPU, so a model's peak is measured as the memory it holds
+(weights, gradients, optimizer state: allocated while building it and running its warm-up steps) plus the
+largest extra allocation during one of its rounds (activations, workspaces): what it would need alone.
+``--model-args`` adds fairseq options to every model (a tiny shape for tests). ``--max-seconds`` bounds the
+whole process (from its start): no round starts that would end later; the JSON is rewritten after every
+round, so a process stopped from outside still leaves the rounds it finished.
+
+    python -m normpos.bench_models [--data BIN_DIR] [--device cpu|cuda] [--precision fp32|fp16|bf16]
+        [--max-tokens N] [--updates N] [--rounds N] [--max-seconds S] [--model-args "..."] [--json PATH]
 """
 
-import argparse
-import platform
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import torch
+STARTED = time.perf_counter()  # --max-seconds counts from here, before the imports of torch and fairseq
 
-from normpos.fairseq_build import build_task_and_model
-from normpos.provenance import git_commit
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from normpos.fairseq_build import build_task_and_model  # noqa: E402
+from normpos.files import write_json  # noqa: E402
+from normpos.provenance import git_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_MULTI30K = REPO.parent / "shared" / "data" / "multi30k" / "task1" / "tok"
@@ -39,6 +54,9 @@ MODELS = {
 }
 PAIRS = [("normpos_iwslt_de_en_post_ln", "fairseq transformer_iwslt_de_en (Post-LN)"),
          ("normpos_iwslt_de_en_pre_ln", "fairseq transformer_iwslt_de_en + normalize_before (Pre-LN)")]
+TARGET_RATIO = 0.98  # ours may cost at most 2% of the built-in's speed
+PRECISION_FLAGS = {"fp32": [], "fp16": ["--fp16"], "bf16": ["--bf16"]}
+MIB = 2 ** 20
 
 
 def binarize_multi30k_slice(out: Path, lines: int = 6000) -> Path:
@@ -85,14 +103,65 @@ def time_round(trainer, batches, device) -> float:
     return time.perf_counter() - start
 
 
+class Memory:
+    """Per-model GPU memory while several models share the GPU (see the module docstring); no-op on CPU."""
+
+    def __init__(self, device: str):
+        self.cuda = device == "cuda"
+        self.resident, self.step_peak, self._before = {}, {}, 0
+
+    def mark(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self._before = torch.cuda.memory_allocated()
+
+    def held_since_mark(self, name: str) -> None:
+        """What ``name`` holds now that it is built and warmed up: allocated since ``mark``."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.resident[name] = torch.cuda.memory_allocated() - self._before
+
+    def timed_round(self, name: str, trainer, batches, device) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.memory_allocated()
+        seconds = time_round(trainer, batches, device)
+        if self.cuda:
+            extra = torch.cuda.max_memory_allocated() - start
+            self.step_peak[name] = max(self.step_peak.get(name, 0), extra)
+        return seconds
+
+    def of(self, name: str) -> dict:
+        if not self.cuda:
+            return {"resident_mib": None, "step_peak_mib": None, "peak_mib": None}
+        resident, step = self.resident[name] / MIB, self.step_peak.get(name, 0) / MIB
+        return {"resident_mib": round(resident, 1), "step_peak_mib": round(step, 1), "peak_mib": round(resident + step, 1)}
+
+
+def summarize(seconds: dict, tokens: int, memory: "Memory") -> dict:
+    """tokens/s (median round) and memory of each model, ratio of each of ours to its built-in."""
+    rate = {name: tokens / statistics.median(s) for name, s in seconds.items()}
+    return {
+        "models": {name: {"tokens_per_s": round(rate[name], 1), "round_seconds": [round(x, 4) for x in seconds[name]],
+                          **memory.of(name)} for name in seconds},
+        "ratios": {ours: round(rate[ours] / rate[ref], 4) for ours, ref in PAIRS},
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="binarized de-en fairseq data (default: a Multi30k slice)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=sorted(PRECISION_FLAGS), default="fp32")
     parser.add_argument("--max-tokens", type=int, default=None, help="default 4096 on GPU, 1024 on CPU")
     parser.add_argument("--updates", type=int, default=None, help="updates per round (default 50 GPU, 4 CPU)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds at most (see --max-seconds)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="start no round that would end later than this many seconds after the process "
+                             "started (at least one round runs)")
+    parser.add_argument("--model-args", default="", help="fairseq options added to every model, e.g. a tiny shape")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file (after every round)")
     args = parser.parse_args(argv)
     gpu = args.device == "cuda"
     max_tokens = args.max_tokens or (4096 if gpu else 1024)
@@ -100,35 +169,52 @@ def main(argv=None):
     common = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
               "--lr-scheduler", "normpos_warmup_inverse_sqrt", "--warmup-updates", "4000",
               "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-              "--max-tokens", str(max_tokens), "--dropout", "0.1", "--seed", "1", "--num-workers", "0"]
+              "--max-tokens", str(max_tokens), "--dropout", "0.1", "--seed", "1", "--num-workers", "0",
+              *PRECISION_FLAGS[args.precision], *shlex.split(args.model_args)]
     if not gpu:
         common.append("--cpu")
-    if args.fp16:
-        common.append("--fp16")
+    device_name = torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    commit = git_commit(short=True)
+    record = {
+        "precision": args.precision, "device": args.device, "device_name": device_name,
+        "torch": torch.__version__, "cuda": torch.version.cuda, "commit": commit,
+        "max_tokens": max_tokens, "updates_per_round": updates, "model_args": shlex.split(args.model_args),
+        "pairs": dict(PAIRS), "target_ratio": TARGET_RATIO,
+        "command": shlex.join(["python", "-m", "normpos.bench_models", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    memory = Memory(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or binarize_multi30k_slice(Path(tmp))
         trainers, batches = {}, None
         for name, arch_args in MODELS.items():
+            memory.mark()
             trainer, task, cfg = make_trainer(data, arch_args, common)
             if batches is None:
                 batches = fixed_batches(task, cfg, updates)
             time_round(trainer, batches[:2], args.device)  # warm-up: allocator, kernels
+            memory.held_since_mark(name)
             trainers[name] = trainer
         tokens = sum(int(b["ntokens"]) for b in batches)
         seconds = {name: [] for name in MODELS}
         for r in range(args.rounds):
             for name, trainer in trainers.items():
-                seconds[name].append(time_round(trainer, batches, args.device))
+                seconds[name].append(memory.timed_round(name, trainer, batches, args.device))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    device_name = torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-    commit = git_commit(short=True)
-    print(f"\nbenchmark: {updates} updates x {args.rounds} rounds, max_tokens {max_tokens}, "
+            if args.json:
+                write_json(args.json, {**record, "rounds": r + 1, "target_tokens_per_round": tokens,
+                                       **summarize(seconds, tokens, memory)})
+            elapsed, per_round = time.perf_counter() - STARTED, sum(s[-1] for s in seconds.values())
+            if args.max_seconds and elapsed + per_round > args.max_seconds:
+                break  # the next round would end past the time given
+    rounds = len(seconds[next(iter(MODELS))])
+    found = summarize(seconds, tokens, memory)
+    print(f"\nbenchmark: {updates} updates x {rounds} rounds, max_tokens {max_tokens}, {args.precision}, "
           f"{tokens} target tokens per round, device {device_name}, torch {torch.__version__}, commit {commit}")
-    rate = {name: tokens / statistics.median(s) for name, s in seconds.items()}
-    for name, r in rate.items():
-        print(f"  {name:62s} {r:10.0f} tokens/s")
-    for ours, ref in PAIRS:
-        print(f"  ratio {ours} / built-in: {rate[ours] / rate[ref]:.3f}")
+    for name, model in found["models"].items():
+        peak = model["peak_mib"]
+        print(f"  {name:62s} {model['tokens_per_s']:10.0f} tokens/s" + (f"  peak {peak:8.0f} MiB" if peak is not None else ""))
+    for ours, ratio in found["ratios"].items():
+        print(f"  ratio {ours} / built-in: {ratio:.3f}")
 
 
 if __name__ == "__main__":
