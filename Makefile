@@ -26,6 +26,13 @@ test: $(SETUP)  ## run the test suite (sets up .venv first if needed)
 bench: $(SETUP)  ## tokens/s of our Post-LN and Pre-LN vs fairseq's built-in transformer, same batches, one run
 	$(PY) -m normpos.bench_models $(BENCH_ARGS)
 
+# One command that proves the pipeline on a CUDA GPU within BUDGET seconds (scripts/normpos/gpu_proof): benchmark
+# per precision, packing gain, the Multi30k grid at the IWSLT size -> results/multi30k/<gpu>/ (and $OUT when set).
+# Installs .whl/ when fairseq is missing; prepares Multi30k from SOURCE when data/multi30k/bpe8000 is absent.
+BUDGET ?= 540
+gpu-proof: $(SETUP)  ## prove the pipeline on a GPU in BUDGET s (540): bench, packing, Multi30k grid -> results/multi30k/<gpu>
+	$(PY) -m normpos.gpu_proof --budget $(BUDGET) $(if $(SOURCE),--source $(SOURCE),) $(GPU_PROOF_ARGS)
+
 gradnorm: $(SETUP)  ## theory check at init (Fig. 3, Lemma 2, Thm 1): Post-/Pre-LN, depths 6-14, 10 seeds -> results/theory
 	$(PY) -m normpos.theory $(THEORY_ARGS)
 
@@ -102,5 +109,5 @@ demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN with
 	$(call REPORT,table,multi30k,demo)
 	$(call REPORT,figures,multi30k,demo)
 
-.PHONY: help setup test bench gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
+.PHONY: help setup test bench gpu-proof gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
 	reproduce-iwslt reproduce-wmt reproduce-multi30k demo schemes-demo
