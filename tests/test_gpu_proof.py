@@ -8,9 +8,11 @@ import filecmp
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -179,3 +181,32 @@ def test_the_proof_refuses_folders_it_did_not_make_and_deletes_nothing(tmp_path)
         assert re.fullmatch(rf"normpos: error: {mine} is not empty and not a proof's (scratch|results) folder: "
                             rf"choose another {flag}\n", proc.stderr)
         assert (mine / "keep.txt").read_text() == "mine"
+
+
+def processes_mentioning(text: str) -> list:
+    """Live processes whose command line contains ``text`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                found.append(entry.name)
+        except OSError:
+            continue
+    return found
+
+
+def test_a_terminated_proof_stops_its_children_and_still_writes_its_results(tiny_bin, tmp_path):
+    work, results = tmp_path / "scratch", tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "normpos.gpu_proof", "--budget", "600", "--tiny", "--data", str(tiny_bin),
+                             "--work", str(work), "--results", str(results)],
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (work / "bench" / "bench-fp32.log").exists() and time.time() < deadline:
+        time.sleep(0.2)  # the benchmark and the dry run have started
+    assert processes_mentioning(str(work))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "normpos: error: interrupted (signal 15)" in err
+    assert processes_mentioning(str(work)) == []  # nothing it started is left running
+    readme = (results / "README.md").read_text()
+    assert "| bench |" in readme and "interrupted" in readme and "Not every part ran" in readme

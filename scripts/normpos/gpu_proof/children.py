@@ -4,6 +4,8 @@ Each child runs in its own process group, so that stopping it also stops what it
 workers, fairseq-train, fairseq's data loaders). Its output (stdout and stderr) is streamed line by line to
 a log file and, when asked, to our stdout with a prefix (the progress a user watches); every line is kept
 with the time it arrived, which the packing measurement needs to know when all runs were training at once.
+Since each child has its own process group, a signal to the proof does not reach it: the proof stops every
+child still running (``stop_all``) before it exits, however it exits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[3]
+LIVE: set = set()  # children started and not yet known to have ended
 
 
 def python_module(module: str, *args: str) -> List[str]:
@@ -40,6 +43,7 @@ class Child:
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                                      start_new_session=True)
+        LIVE.add(self)
         self._pump = threading.Thread(target=self._read, daemon=True)
         self._pump.start()
 
@@ -63,6 +67,7 @@ class Child:
                 return False
             time.sleep(0.2)
         self._pump.join(timeout=5)
+        LIVE.discard(self)
         return True
 
     def stop(self, grace: float = 5.0) -> None:
@@ -84,6 +89,7 @@ class Child:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        LIVE.discard(self)
 
     @property
     def returncode(self) -> Optional[int]:
@@ -93,6 +99,12 @@ class Child:
         """The last non-empty lines, joined: the reason shown when the child failed."""
         lines = [text for _, text in self.lines if text.strip()]
         return " / ".join(lines[-count:]) or "(no output)"
+
+
+def stop_all() -> None:
+    """Stop every child still running (the proof is ending: normally, on an error or on a signal)."""
+    for child in list(LIVE):
+        child.stop(grace=2.0)
 
 
 def run_until(argv: Sequence[str], log: Path, prefix: Optional[str] = None, *, deadline: float,

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
 
 from normpos.gpu_proof import ProofError
-from normpos.gpu_proof.children import REPO
+from normpos.gpu_proof.children import REPO, stop_all
 from normpos.gpu_proof.plan import REPORT_SECONDS, Plan, choose_packing, data_workers
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -100,7 +101,9 @@ class _Part:
             entry["outcome"] = f"failed: {error}"
             self.proof.ok = False
             print(f"normpos: error: {error}", file=sys.stderr, flush=True)
-        else:
+        else:  # interrupted (Ctrl-C, SIGTERM) or a bug: recorded, then passed on
+            entry["outcome"] = f"interrupted: {type(error).__name__} {error}".rstrip()
+            self.proof.ok = False
             return False
         print(f"== {self.label}: {entry['outcome']} in {used:.0f} s ==", flush=True)
         return True
@@ -111,7 +114,25 @@ class _Part:
             self.proof.ok = False
 
 
+def exit_on_signal(number, frame):
+    """SIGTERM (a device tool's timeout, ``kill``) and SIGHUP end the proof like Ctrl-C: children stopped,
+    the results folder written with what there is."""
+    raise KeyboardInterrupt(f"signal {number}")
+
+
 def main(argv=None) -> int:
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, exit_on_signal)
+    try:
+        return run(argv)
+    except KeyboardInterrupt as why:
+        print(f"normpos: error: interrupted ({why or 'Ctrl-C'})", file=sys.stderr)
+        return 130
+    finally:
+        stop_all()
+
+
+def run(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
     plan = Plan(budget=args.budget, start=time.monotonic())
@@ -199,8 +220,7 @@ def main(argv=None) -> int:
             if not scored:
                 proof.ok = False
     finally:
-        for dry in dry_runs.values():
-            dry.stop()  # the other precisions' (and any left by a failed part)
+        stop_all()  # the other precisions' dry runs, and whatever an error or a signal left running
         with proof.part("results", "d. results") as part:
             from normpos.gpu_proof import package, readme
 

@@ -85,8 +85,9 @@ def write_results(work: Path, results: Path, proof: dict, readme: str, out: Opti
             made = work / "report" / name
             if made.is_file():
                 shutil.copyfile(made, tmp / name)
-        write_json(tmp / "bench.json", proof.get("bench") or {"not_run": proof["parts"]["bench"]["outcome"]})
-        write_json(tmp / "packing.json", proof.get("packing") or {"not_run": proof["parts"]["packing"]["outcome"]})
+        for part in ("bench", "packing"):
+            outcome = proof["parts"].get(part, {}).get("outcome", "not started")
+            write_json(tmp / f"{part}.json", proof.get(part) or {"not_run": outcome})
         write_json(tmp / "machine.json", proof["machine"])
         write_text(tmp / "README.md", readme)
         files = check_limits(tmp)
