@@ -174,13 +174,22 @@ def test_the_proof_refuses_folders_it_did_not_make_and_deletes_nothing(tmp_path)
     (mine / "keep.txt").write_text("mine")
     for flag in ("--work", "--results"):
         other = "--results" if flag == "--work" else "--work"
-        proc = subprocess.run([sys.executable, "-m", "normpos.gpu_proof", "--budget", "100", flag, str(mine),
+        proc = subprocess.run([sys.executable, "-m", "normpos.gpu_proof", "--budget", "100", "--tiny", flag, str(mine),
                                other, str(tmp_path / "free"), "--wheels", str(tmp_path)],
                               cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2
         assert re.fullmatch(rf"normpos: error: {mine} is not empty and not a proof's (scratch|results) folder: "
                             rf"choose another {flag}\n", proc.stderr)
         assert (mine / "keep.txt").read_text() == "mine"
+
+
+def test_without_a_gpu_the_iwslt_size_proof_refuses_to_start(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "normpos.gpu_proof", "--work", str(tmp_path / "w"),
+                           "--results", str(tmp_path / "r")], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("normpos: error: no CUDA GPU here: the IWSLT-size proof is for a GPU; on CPU run the tests' "
+                           "size with --tiny (make gpu-proof GPU_PROOF_ARGS=--tiny)\n")
+    assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()
 
 
 def processes_mentioning(text: str) -> list:

@@ -23,11 +23,16 @@ d. writes ``results/multi30k/<gpu>/`` (and a copy into ``$OUT`` when set): at mo
 Everything else (runs, checkpoints, logs) stays in the scratch folder ``.gpu/<gpu>/`` (git-ignored), which
 a new proof replaces.
 
-The device command (the device tool runs ``bash -c COMMAND`` in a copy of the repository; carry ``.whl`` and
-``data/multi30k``, 40 MB in all; give it ``timeout_s`` 600), with the commit it runs filled in, since the
-copy has no ``.git``:
+The device command (the device tool runs ``bash -c COMMAND`` in a copy of the repository): carry ``.whl``
+(``../shared/tools/gpu-wheelhouse .whl joblib tqdm click PyYAML regex mock``: 24 MB; the extras are
+fairseq's and sacremoses' own dependencies, in case the image lacks them) and ``data/multi30k/bpe8000``
+(``make data-multi30k``: 7.5 MB), give it ``timeout_s`` 600, and fill in the commit, since the copy has no
+``.git``:
 
     NORMPOS_COMMIT=<git rev-parse --short HEAD> make gpu-proof PY=python3 BUDGET=540
+
+(without make: ``PYTHONPATH=$PWD/plugins:$PWD/scripts python3 -m normpos.gpu_proof --budget 540``). The
+files come back from ``$OUT``; commit them as ``results/multi30k/<gpu>/``.
 
 On CPU the same code path runs at a tiny size (``tests/test_gpu_proof.py``):
 ``python -m normpos.gpu_proof --budget 150 --tiny --packings 1 2``.

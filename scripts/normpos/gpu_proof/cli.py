@@ -145,6 +145,9 @@ def run(argv=None) -> int:
 
         info = machine.describe()
         device = "cuda" if info["gpu"] else "cpu"
+        if device == "cpu" and not args.tiny:
+            raise ProofError("no CUDA GPU here: the IWSLT-size proof is for a GPU; on CPU run the tests' size with "
+                             "--tiny (make gpu-proof GPU_PROOF_ARGS=--tiny)")
         slug = machine.slug(info["gpu"] or f"cpu-{info['cpu']}")
         work = (args.work or REPO / ".gpu" / slug).resolve()
         results = (args.results or REPO / "results" / "multi30k" / slug).resolve()

@@ -2,7 +2,7 @@
 
 Two sweeps of ``configs/experiment/gpu_proof.yaml`` through the sweep's command line (``normpos.sweep``):
 the 6 Post-LN runs (its sweep) with Hydra's joblib launcher, and the Pre-LN run (``variant=preln_step_once
-optim.lr=5e-4 schedule.warmup_updates=1``) beside it or after it, as ``plan.layout`` says. Every
+optim.lr=5e-4 schedule.warmup_updates=1``) beside it or before it, as ``plan.layout`` says. Every
 run gets the same ``train.max_update`` and the stop-time guard from ``plan.size_grid``; the sweep scores each
 finished run on the test set (``normpos.scoring``: beam 5, lenpen 1.2, ``checkpoint_best.pt``). At the
 grid's deadline whatever still runs is stopped (its run says so: no ``status.json``, or ``failed``), and the
@@ -67,7 +67,7 @@ def run_sweeps(shared: dict, sizing: dict, folder: Path, deadline: float, cpus: 
     pre = sweep_argv(shared, sizing, extra, 1, pre_ln=True)
     started = time.monotonic()
     print(f"[grid] {k} run(s) at a time ({sizing['post_ln_jobs']} Post-LN, the Pre-LN run "
-          f"{'beside them' if sizing['pre_ln_beside'] else 'after them'}), {sizing['max_update']} updates each, "
+          f"{'beside them' if sizing['pre_ln_beside'] else 'before them'}), {sizing['max_update']} updates each, "
           f"until {deadline - started:.0f} s from now", flush=True)
     logs = {"post": (folder / "sweep-post-ln.log", "[grid post-ln] "), "pre": (folder / "sweep-pre-ln.log", "[grid pre-ln] ")}
     if sizing["pre_ln_beside"]:
@@ -77,8 +77,8 @@ def run_sweeps(shared: dict, sizing: dict, folder: Path, deadline: float, cpus: 
             if not child.wait(deadline):
                 child.stop()
     else:
-        children = [run_until(post, *logs["post"], deadline=deadline, env=env)]
-        children.append(run_until(pre, *logs["pre"], deadline=deadline, env=env))
+        children = [run_until(pre, *logs["pre"], deadline=deadline, env=env)]
+        children.append(run_until(post, *logs["post"], deadline=deadline, env=env))
     stopped = [c for c in children if c.returncode is None or c.returncode < 0]
     return {"commands": [c.argv[1:] for c in children], "seconds": round(time.monotonic() - started, 1),
             "exit_codes": [c.returncode for c in children], "omp_num_threads": env["OMP_NUM_THREADS"],

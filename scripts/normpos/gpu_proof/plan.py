@@ -32,15 +32,17 @@ MIN_BUDGET = 60.0
 
 def layout(k: int) -> dict:
     """How the 6 Post-LN runs and the 1 Pre-LN run share K slots, in the fewest rounds: the Post-LN sweep
-    with K - 1 joblib workers and the Pre-LN run beside it, or with K workers and the Pre-LN run after it
-    (K = 2: 4 rounds instead of 6). K = 1: all 7 one after the other."""
+    with K - 1 joblib workers and the Pre-LN run beside it, or the Pre-LN run first and then the Post-LN sweep
+    with K workers (K = 2: 4 rounds instead of 6). The Pre-LN run never goes last: it is sec. 4's half of the
+    comparison, and a grid stopped at its deadline loses its last runs. K = 1: all 7 one after the other,
+    the Pre-LN run first."""
     if k == 1:
         return {"post_ln_jobs": 1, "pre_ln_beside": False, "waves": POST_LN_RUNS + PRE_LN_RUNS}
     beside = min(POST_LN_RUNS, k - 1)
-    after = min(POST_LN_RUNS, k)
+    before = min(POST_LN_RUNS, k)
     options = [{"post_ln_jobs": beside, "pre_ln_beside": True, "waves": math.ceil(POST_LN_RUNS / beside)},
-               {"post_ln_jobs": after, "pre_ln_beside": False, "waves": math.ceil(POST_LN_RUNS / after) + PRE_LN_RUNS}]
-    return min(options, key=lambda o: o["waves"])  # on a tie, beside: the Pre-LN run does not wait
+               {"post_ln_jobs": before, "pre_ln_beside": False, "waves": PRE_LN_RUNS + math.ceil(POST_LN_RUNS / before)}]
+    return min(options, key=lambda o: o["waves"])  # on a tie, beside: no slot waits
 
 
 def waves(k: int) -> int:
