@@ -14,18 +14,18 @@ sweep goes on.
 import json
 import os
 import platform
-import re
-import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from omegaconf import OmegaConf
 
 from normpos.files import write_json, write_text
 from normpos.provenance import git_commit
 
-from . import command, fairseq_log
+from . import command, devices, launch
+from .checkpoints import prune_checkpoints
+from .watch import Watcher, load_metrics, save_metrics
 from .schema import ExperimentCfg
 
 FINAL = ("finished", "diverged")
@@ -82,67 +82,6 @@ def paper_numbers(cfg: ExperimentCfg) -> Optional[dict]:
     return None
 
 
-class Watcher:
-    """Follows fairseq's log: collects per-epoch metrics, spots divergence in the training loss."""
-
-    def __init__(self, factor: float, metrics: Dict[int, dict]):
-        self.factor = factor
-        self.metrics = metrics
-        self.first_loss: Optional[float] = None
-        self.train_summary: dict = {}
-        self.progress: Optional[float] = None
-        self.diverged: Optional[str] = None
-        self.saw_marker: Optional[str] = None
-
-    def feed(self, line: str) -> bool:
-        """Take one log line; return True when the epoch metrics changed."""
-        for marker in fairseq_log.DIVERGENCE_MARKERS:
-            if marker in line:
-                self.saw_marker = marker
-        parsed = fairseq_log.parse_line(line)
-        if not parsed:
-            return False
-        kind, stats = parsed
-        if kind == "train_inner":
-            print(f"  update {int(stats.get('num_updates', 0))}: train loss {stats.get('loss')}, "
-                  f"lr {stats.get('lr')}", flush=True)
-            self.train_summary = {"train_loss": stats.get("loss"), "train_lr": stats.get("lr"),
-                                  "train_num_updates": stats.get("num_updates"), "epoch": stats.get("epoch")}
-            self.progress = stats.get("update")
-            self._check_loss(stats.get("loss"), int(stats.get("num_updates", 0) or 0))
-        elif kind == "train":
-            self.train_summary = stats
-            self.progress = stats.get("epoch")
-            self._check_loss(stats.get("train_loss"), int(stats.get("train_num_updates", 0) or 0))
-        elif kind == "valid":
-            record = fairseq_log.epoch_record(self.train_summary, stats, self.progress)
-            self.metrics[record["num_updates"]] = record
-            return True
-        return False
-
-    def _check_loss(self, loss, updates: int) -> None:
-        if loss is None or self.diverged:
-            return
-        if not fairseq_log.is_finite(loss):
-            self.diverged = f"training loss {loss} at update {updates}"
-        elif self.first_loss is None:
-            self.first_loss = loss
-        elif loss > self.factor * self.first_loss:
-            self.diverged = (f"training loss {loss:.2f} at update {updates} is above {self.factor} x "
-                             f"its first value {self.first_loss:.2f}")
-
-
-def load_metrics(path: Path) -> Dict[int, dict]:
-    if not path.exists():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row["num_updates"]: row for row in rows}
-
-
-def save_metrics(path: Path, metrics: Dict[int, dict]) -> None:
-    write_text(path, "".join(json.dumps(metrics[e], sort_keys=True) + "\n" for e in sorted(metrics)))
-
-
 def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> dict:
     """Run fairseq-train, stream its log, stop it on divergence; return the status record."""
     metrics = load_metrics(directory / "metrics.jsonl")  # a resumed run keeps its earlier epochs
@@ -150,11 +89,10 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
     start = time.time()
     with open(directory / "train.log", "a", encoding="utf-8") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {command.shell_line(argv)}\n")
-        # same process group as the sweep: killing the sweep (Ctrl-C, scancel) stops the training too
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        training = launch.Training(argv, env)
         tail: List[str] = []
         try:
-            for line in proc.stdout:
+            for line in training.lines:
                 log.write(line)
                 log.flush()  # the log is what a user tails while the run goes
                 tail = (tail + [line.rstrip()])[-20:]
@@ -165,10 +103,10 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
                           + (f", valid BLEU {last['valid_bleu']}" if last.get("valid_bleu") is not None else ""),
                           flush=True)
                 if watcher.diverged:
-                    proc.terminate()  # fairseq's data workers are daemonic and exit with it
+                    training.stop()
                     break
         finally:
-            code = proc.wait()
+            code = training.wait()
     updates = max((m["num_updates"] for m in metrics.values()), default=0)
     base = {"num_updates": updates, "epochs": max((m["epoch"] for m in metrics.values()), default=0), "wall_seconds": round(time.time() - start, 1)}
     if watcher.diverged:
@@ -183,8 +121,9 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
 def child_env(cfg: ExperimentCfg, job_num: int) -> dict:
     # unbuffered: the log is read line by line while training runs (progress, divergence)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if cfg.run.gpu_ids:
-        env["CUDA_VISIBLE_DEVICES"] = str(cfg.run.gpu_ids[job_num % len(cfg.run.gpu_ids)])
+    gpu = devices.gpu_for_job(cfg.run.gpu_ids, job_num)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     return env
 
 
@@ -216,12 +155,3 @@ def run(cfg: ExperimentCfg, job_num: int = 0) -> dict:
     if status["status"] in FINAL:
         prune_checkpoints(directory / "checkpoints", keep=status["status"] == "finished")
     return status
-
-
-def prune_checkpoints(folder: Path, keep: bool) -> None:
-    """Disk is finite: a final run needs no checkpoint_last.pt (only resuming does); scoring uses
-    checkpoint_best.pt and the kept epoch checkpoints. A diverged run keeps none."""
-    for path in folder.glob("*.pt"):
-        interval = re.fullmatch(r"checkpoint_\d+_\d+\.pt", path.name)  # --save-interval-updates ones
-        if not keep or path.name == "checkpoint_last.pt" or interval:
-            path.unlink()
