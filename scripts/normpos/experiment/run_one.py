@@ -96,7 +96,7 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
     """Run fairseq-train, stream its log, stop it on divergence; return the status record."""
     metrics = load_metrics(directory / "metrics.jsonl")  # a resumed run keeps its earlier epochs
     watcher = Watcher(cfg.run.divergence_factor, metrics, state=directory / "watch.json",
-                      max_update=cfg.train.max_update)
+                      max_update=cfg.train.max_update, max_epoch=cfg.train.max_epoch)
     start = time.time()
     with open(directory / "train.log", "a", encoding="utf-8") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {command.shell_line(argv)}\n")
