@@ -144,13 +144,18 @@ def test_fp16_trains_with_dynamic_loss_scaling(tiny_bin, tmp_path):
 
 @pytest.mark.slow
 def test_fairseq_run_trains_in_bf16_on_cpu(tiny_bin, tmp_path):
+    """What ``train.bf16=true`` runs: fairseq-train through our wrapper, with the sweep's validation BLEU
+    (beam search on the bf16 model) at the end."""
     log = run_tool(
         "train", tiny_bin, "--arch", "normpos_iwslt_de_en_pre_ln", *TINY_MODEL, *TRAIN, "--bf16",
         "--max-update", "4", "--save-dir", tmp_path / "ckpt", "--no-save", "--no-progress-bar",
-        "--log-interval", "1",
+        "--log-interval", "1", "--eval-bleu", "--eval-bleu-args", '{"beam": 5, "lenpen": 1.2}',
+        "--eval-tokenized-bleu", "--eval-bleu-detok", "space",
     )
     losses = [float(x) for x in re.findall(r"train_inner:.* loss=([^,]+),", log)]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses), log[-2000:]
+    valid = re.findall(r"valid on 'valid' subset.* loss ([^ ]+) .* bleu ([^ ]+) ", log)
+    assert len(valid) == 1 and math.isfinite(float(valid[0][0])), log[-2000:]
     assert "'bf16': True" in log and "'tpu': False" in log, log[:3000]  # fairseq prints its config first
 
 
