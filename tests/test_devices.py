@@ -158,3 +158,13 @@ def test_command_line_keeps_the_users_launcher_and_refuses_bad_jobs_per_gpu():
     assert bad.stderr == "normpos: error: JOBS_PER_GPU must be a whole number >= 1, got '0'\n"
     none = cli("--", "experiment=sec3_postln_adam", visible="")
     assert (none.returncode, none.stdout.strip(), none.stderr) == (0, "", "")  # a CPU machine: silent
+
+
+def test_sweep_refuses_gpu_ids_beyond_the_visible_gpus_before_anything_runs(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "normpos.sweep", "experiment=sec3_postln_adam", "run.gpu_ids=[2]",
+                           "seed=1", f"run.root={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == ("normpos: error: run.gpu_ids=[2] names GPU 2, but this process "
+                                                    "sees 2 GPU(s) (0,1); ids count from 0 within CUDA_VISIBLE_DEVICES")
+    assert not list(tmp_path.rglob("run.json"))

@@ -15,20 +15,21 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from normpos.experiment import run_one
+from normpos.experiment import devices, run_one
 from normpos.experiment.schema import ConfigError, validate
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
 def main(cfg: DictConfig) -> str:
-    try:
-        typed = validate(cfg)
-    except ConfigError as err:
-        print(f"normpos: error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(2)
     from hydra.core.hydra_config import HydraConfig
 
     job_num = HydraConfig.get().job.get("num", 0) or 0
+    try:
+        typed = validate(cfg)
+        devices.gpu_for_job(typed, job_num)  # run.gpu_ids naming a GPU this job cannot see: refused up front
+    except ConfigError as err:
+        print(f"normpos: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
     return run_one.run(typed, job_num)["status"]
 
 
