@@ -6,8 +6,9 @@
 
 Each job validates its composed config (one-line error on a bad value), then trains, records and scores
 the run (``normpos.experiment.run_one``). Jobs run in order with Hydra's basic launcher; the joblib launcher
-packs several on one GPU (or, with ``run.gpu_ids=[0,1,...]``, spreads them over GPUs); the submitit launcher
-sends them to Slurm (``hydra/launcher=submitit_slurm``).
+runs several at once, spread round-robin over the visible GPUs (``normpos.experiment.devices``;
+``run.gpu_ids=[0,1,...]`` chooses them); the submitit launcher sends them to Slurm
+(``hydra/launcher=submitit_slurm``), whose requeued jobs resume from their last checkpoint.
 """
 
 import sys
