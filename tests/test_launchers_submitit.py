@@ -162,4 +162,6 @@ def test_slurm_example_becomes_this_job_script(tmp_path):
         "#SBATCH --job-name=sweep", "#SBATCH --wckey=submitit",
         f"#SBATCH --output={logs}/%A_%a_0_log.out", f"#SBATCH --error={logs}/%A_%a_0_log.err",
     }
-    assert f"-m submitit.core._submit {root}/.hydra/sweep/.submitit/%j" in script
+    # each array task runs this Python (the nodes must see it and the repository at the same paths) with the
+    # submitting shell's environment (sbatch's default), which carries make's PYTHONPATH
+    assert f"{sys.executable} -u -m submitit.core._submit {root}/.hydra/sweep/.submitit/%j" in script
