@@ -82,8 +82,10 @@ def test_submitit_sweep_trains_scores_and_resumes_after_a_preemption(tiny_bin, t
         sweep = subprocess.Popen(sweep_argv(tiny_bin, tmp_path / "root", *overrides), cwd=REPO, env=ENV,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        preempted = tmp_path / "root" / "multi30k" / "demo" / "pre_ln_adam_lr-1e-3_constant_L2" / "seed-1"
-        # preempt once the run has a checkpoint to resume from and is still training
+        # preempt the Pre-LN run once it has a checkpoint to resume from and is still training
+        runs = tmp_path / "root" / "multi30k" / "demo"
+        preempted = wait_for(lambda: next(runs.glob("pre_ln_adam_lr-1e-3_constant_L2_*/seed-1"), None),
+                             "the Pre-LN run's folder", sweep)
         fairseq_pid, job_pid = wait_for(
             lambda: (preempted / "checkpoints" / "checkpoint_last.pt").exists() and training_process(preempted),
             "the Pre-LN run's first checkpoint", sweep)
@@ -108,8 +110,10 @@ def test_submitit_sweep_trains_scores_and_resumes_after_a_preemption(tiny_bin, t
             os.killpg(sweep.pid, signal.SIGKILL)
 
     dirs = run_dirs(tmp_path / "root")
-    assert [d.parent.name for d in dirs] == ["post_ln_adam_lr-1e-3_warmup-inverse-sqrt_wu-4_L2",
-                                          "pre_ln_adam_lr-1e-3_constant_L2"]
+    # run folders are <slug>_<hash of the training identity>/seed-<n>
+    assert [d.parent.name.rsplit("_", 1)[0] for d in dirs] == ["post_ln_adam_lr-1e-3_warmup-inverse-sqrt_wu-4_L2",
+                                                              "pre_ln_adam_lr-1e-3_constant_L2"]
+    assert dirs[1] == preempted
     for run_dir in dirs:
         assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
         rows = metrics(run_dir)
