@@ -3,8 +3,8 @@ process tree (scripts/normpos/experiment/launch.py).
 
 The data-parallel test is the one that makes ``train.gpus=N`` trustworthy: 2 ranks with batch B must reach
 the same parameters, optimizer state and logged losses after k updates as one process with
-``train.update_freq=2`` (Goyal et al. 2017's equivalence of summed gradients; fairseq shards batch i to rank
-i mod N, and with update_freq=2 one process accumulates batches 2u and 2u+1 for update u). The stop tests
+``train.update_freq=2``: fairseq gives batch i to rank i mod N, and with update_freq=2 one process
+accumulates batches 2u and 2u+1 for update u, so both sum the gradients of the same sentences. The stop tests
 look at the processes with ``ps``, not at what the runner believes it started.
 """
 
@@ -34,7 +34,9 @@ LOGGED = ("epoch", "update", "num_updates", "loss", "nll_loss", "ppl", "wpb", "b
 
 def processes():
     """{pid: (pgid, state, args)} of every process, as ``ps`` reports them."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    # -ww: the whole command line (without it, ps cuts lines at 80 columns when run under pytest here)
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True,
+                         check=True).stdout
     table = {}
     for line in out.splitlines():
         pid, pgid, stat, *args = line.split(None, 3)
@@ -127,8 +129,8 @@ def test_two_cpu_ranks_equal_one_process_with_update_freq_2(tiny_bin, tmp_path):
 
 
 def test_diverged_two_rank_admin_run_is_stopped_whole(tiny_bin, tmp_path):
-    """The watcher trips on the loss (lr 50), the runner stops the run: no process of its tree is left, and
-    Admin's profile exists once, as valid JSON, written by rank 0 while both ranks profiled."""
+    """The watcher trips on the loss (lr 50), the runner stops the run: no process of its tree is left. Admin's
+    profile exists once, as valid JSON: the ranks share the save dir and only rank 0 writes it."""
     recorder = Recorder(tmp_path)
     recorder.start()
     try:
@@ -149,7 +151,7 @@ def test_diverged_two_rank_admin_run_is_stopped_whole(tiny_bin, tmp_path):
     assert len(seen) == 2, seen
     (pgid,) = {row[0] for row in seen.values()}
     assert pgid in seen and pgid != os.getpgrp()
-    assert not running(pids=set(seen)), "a rank outlived the stop"
+    assert not training_processes(tmp_path), "a rank outlived the stop"
     assert not running(pgid=pgid), "a process of the run's group outlived the stop"
 
     profiles = sorted(p.name for p in directory.rglob("*admin_profile*"))
@@ -180,12 +182,36 @@ def test_killed_sweep_leaves_no_training_process(tiny_bin, tmp_path):
         os.kill(sweep.pid, signal.SIGKILL)
         sweep.wait()
         deadline = time.time() + 10
-        while running(pids=set(ranks)) and time.time() < deadline:
+        while training_processes(tmp_path) and time.time() < deadline:
             time.sleep(0.2)
-        assert not running(pids=set(ranks)), "a rank outlived the sweep that started it"
+        assert not training_processes(tmp_path), "a rank outlived the sweep that started it"
+        (pgid,) = {row[0] for row in ranks.values()}
+        assert not running(pgid=pgid)
     finally:
         for pid in running(text=str(tmp_path)):
             os.kill(pid, signal.SIGKILL)  # only if the test failed: leave nothing behind
+
+
+@pytest.mark.parametrize("cpu, processes, backend, no_spawn, ddp", [
+    (True, 2, "gloo", True, "legacy_ddp"),     # the runner starts each rank
+    (False, 1, "nccl", False, "pytorch_ddp"),  # fairseq's defaults: it spawns one rank per GPU itself
+])
+def test_gpus_means_ranks_and_who_starts_them(cpu, processes, backend, no_spawn, ddp):
+    """What fairseq's own parser makes of the command for train.gpus=2, on CPU and on GPUs."""
+    from fairseq import options
+    from normpos.experiment import command
+    from normpos.experiment.schema import validate
+    from normpos.fairseq_run import with_plugin
+    from test_experiment_configs import composed
+
+    cfg = validate(composed("experiment=demo", "train.gpus=2", f"train.cpu={str(cpu).lower()}"))
+    argv = command.train_argv(cfg, Path("unused"))
+    args = options.parse_args_and_arch(options.get_training_parser(),
+                                       with_plugin(argv[argv.index(cfg.dataset.data_bin):]))
+    assert command.local_processes(cfg) == processes
+    assert (args.distributed_world_size, args.distributed_backend, args.distributed_no_spawn, args.ddp_backend,
+            args.cpu) == (2, backend, no_spawn, ddp, cpu)
+    assert args.distributed_init_method is None  # CPU: launch.py adds it per rank; GPU: fairseq picks a port
 
 
 # --- launch.Training on its own, with small real processes ---------------------------------------------
@@ -193,7 +219,8 @@ def test_killed_sweep_leaves_no_training_process(tiny_bin, tmp_path):
 IGNORES_TERM = """
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
+ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+child = subprocess.Popen([sys.executable, "-c", ignore])
 print("ready", child.pid, flush=True)
 time.sleep(120)
 """
@@ -204,15 +231,19 @@ def test_stop_kills_a_tree_that_ignores_sigterm_after_the_grace_period(tmp_path)
 
     training = launch.Training([sys.executable, "-c", IGNORES_TERM], dict(ENV), processes=2, log_dir=tmp_path,
                                grace=1.5)
-    _, grandchild = next(training.lines).split()
-    members = running(pgid=training.pgid)
-    assert int(grandchild) in members and training.procs[0].pid in members and len(members) >= 3
-    start = time.monotonic()
-    training.stop()
-    took = time.monotonic() - start
-    assert 1.5 <= took < 10, took  # SIGTERM ignored by all; SIGKILL once the grace period is over
-    assert not running(pgid=training.pgid) and not running(pids=set(members))
-    assert training.wait() == -signal.SIGKILL
+    try:
+        _, grandchild = next(training.lines).split()
+        members = running(pgid=training.pgid)
+        # rank 0, rank 1 and rank 0's own child (rank 1's may still be starting)
+        assert {training.procs[0].pid, training.procs[1].pid, int(grandchild)} <= set(members)
+        start = time.monotonic()
+        training.stop()
+        took = time.monotonic() - start
+        assert 1.5 <= took < 10, took  # SIGTERM ignored by all; SIGKILL once the grace period is over
+        assert not running(pgid=training.pgid) and not running(pids=set(members))
+        assert training.wait() == -signal.SIGKILL
+    finally:
+        training.stop(grace=0)  # when an assertion failed: leave nothing behind
 
 
 FAILS_AS_RANK_1 = """
@@ -230,17 +261,19 @@ def test_a_failed_rank_stops_the_others_and_wait_reports_it(tmp_path):
 
     training = launch.Training([sys.executable, "-c", FAILS_AS_RANK_1], dict(ENV), processes=2, log_dir=tmp_path,
                                grace=1)
-    assert next(training.lines).strip() == "rank 0"
-    start = time.monotonic()
-    assert training.wait() == 3
-    assert time.monotonic() - start < 30
-    assert not running(pgid=training.pgid)
-    assert "rank 1" in (tmp_path / "train.rank1.log").read_text()
+    try:
+        assert next(training.lines).strip() == "rank 0"
+        start = time.monotonic()
+        assert training.wait() == 3
+        assert time.monotonic() - start < 30
+        assert not running(pgid=training.pgid)
+        assert "rank 1" in (tmp_path / "train.rank1.log").read_text()
+    finally:
+        training.stop(grace=0)
 
 
 DRIVER = """
 import os, sys
-from pathlib import Path
 from normpos.experiment import launch
 child = ("import signal, sys, time, pathlib\\n"
          "def done(*_):\\n"
@@ -271,7 +304,8 @@ def test_sigterm_or_sigint_to_the_runner_stops_the_run_first(tmp_path, signum, r
     driver.send_signal(signum)
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == returncode, err
-    assert marker.read_text() == "stopped gracefully"  # SIGTERM reached the child; the parent-death SIGKILL would not write
+    # the child got SIGTERM from the handler's stop (the parent-death SIGKILL alone would leave no marker)
+    assert marker.read_text() == "stopped gracefully"
     assert not running(pgid=int(pgid))
     if signum == signal.SIGINT:
         assert "KeyboardInterrupt" in err
