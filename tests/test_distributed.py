@@ -136,7 +136,7 @@ def test_diverged_two_rank_admin_run_is_stopped_whole(tiny_bin, tmp_path):
     try:
         proc = subprocess.run(sweep_argv(tiny_bin, tmp_path, "hydra.sweeper.params.variant=admin_warmup",
                                          "schedule.name=constant", "optim.lr=50", "train.gpus=2",
-                                         "train.max_update=200", "train.extra_args=[]"),
+                                         "train.num_workers=1", "train.max_update=200", "train.extra_args=[]"),
                               cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     finally:
         recorder.done.set()
@@ -146,9 +146,10 @@ def test_diverged_two_rank_admin_run_is_stopped_whole(tiny_bin, tmp_path):
     status = json.loads((directory / "status.json").read_text())
     assert status["status"] == "diverged" and status["num_updates"] < 200, status
 
-    # the tree: both ranks, in one group of their own (not the sweep's)
+    # the tree: both ranks (and data loader workers, when ps caught them), in one group of their own
     seen = recorder.seen
-    assert len(seen) == 2, seen
+    for rank in (0, 1):
+        assert any(f"--distributed-rank {rank} " in args for _, _, args in seen.values()), seen
     (pgid,) = {row[0] for row in seen.values()}
     assert pgid in seen and pgid != os.getpgrp()
     assert not training_processes(tmp_path), "a rank outlived the stop"
@@ -163,30 +164,35 @@ def test_diverged_two_rank_admin_run_is_stopped_whole(tiny_bin, tmp_path):
 
 
 def test_killed_sweep_leaves_no_training_process(tiny_bin, tmp_path):
-    """SIGKILL to the sweep process alone (no handler can run): the ranks die by the parent-death signal."""
+    """SIGKILL to the sweep process alone (no handler can run): the ranks die by the parent-death signal, and
+    their data loader workers (forked, so with the rank's command line) when they notice their parent is gone
+    (torch checks every 5 s)."""
     sweep = subprocess.Popen(sweep_argv(tiny_bin, tmp_path, "hydra.sweeper.params.variant=preln_constant",
-                                        "train.gpus=2", "train.max_update=500", "train.extra_args=[]"),
+                                        "train.gpus=2", "train.num_workers=1", "train.max_update=500",
+                                        "train.extra_args=[]"),
                              cwd=REPO, env=ENV, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
-        ranks = {}
-        while time.time() < deadline:  # wait until both ranks train
-            ranks = training_processes(tmp_path)
+        tree = {}
+        while time.time() < deadline:  # wait until both ranks train, with data loader workers beside them
+            tree = training_processes(tmp_path)
+            both = all(any(f"--distributed-rank {r} " in args for _, _, args in tree.values()) for r in (0, 1))
             dirs = run_dirs(tmp_path)
-            if len(ranks) == 2 and dirs and "INFO:train_inner:" in (dirs[0] / "train.log").read_text():
+            if both and len(tree) > 2 and dirs and "INFO:train_inner:" in (dirs[0] / "train.log").read_text():
                 break
             time.sleep(0.5)
         else:
-            pytest.fail("the 2-rank run did not start training in time")
+            pytest.fail(f"the 2-rank run did not start training in time: {tree}")
+        (pgid,) = {row[0] for row in tree.values()}
+        assert pgid != os.getpgid(sweep.pid)
         os.kill(sweep.pid, signal.SIGKILL)
         sweep.wait()
-        deadline = time.time() + 10
-        while training_processes(tmp_path) and time.time() < deadline:
+        deadline = time.time() + 15
+        while running(pgid=pgid) and time.time() < deadline:
             time.sleep(0.2)
-        assert not training_processes(tmp_path), "a rank outlived the sweep that started it"
-        (pgid,) = {row[0] for row in ranks.values()}
-        assert not running(pgid=pgid)
+        assert not running(pgid=pgid), "a process of the run outlived the sweep that started it"
+        assert not training_processes(tmp_path)
     finally:
         for pid in running(text=str(tmp_path)):
             os.kill(pid, signal.SIGKILL)  # only if the test failed: leave nothing behind
