@@ -239,9 +239,14 @@ def test_stop_kills_a_tree_that_ignores_sigterm_after_the_grace_period(tmp_path)
                                grace=1.5)
     try:
         _, grandchild = next(training.lines).split()
+        deadline = time.monotonic() + 60
+        # the log starts with the command (which holds the word): wait for the line rank 1 prints
+        while not any(line.startswith("ready ") for line in (tmp_path / "train.rank1.log").read_text().splitlines()):
+            assert time.monotonic() < deadline, "rank 1 did not start"
+            time.sleep(0.1)
         members = running(pgid=training.pgid)
-        # rank 0, rank 1 and rank 0's own child (rank 1's may still be starting)
         assert {training.procs[0].pid, training.procs[1].pid, int(grandchild)} <= set(members)
+        assert len(members) == 4  # both ranks and their children
         start = time.monotonic()
         training.stop()
         took = time.monotonic() - start
