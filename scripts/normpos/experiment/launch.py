@@ -116,7 +116,7 @@ class Training:
         self.grace = grace
         self.procs: List[subprocess.Popen] = []
         self.pgid: Optional[int] = None
-        self.failure: Optional[int] = None  # exit code of the first process seen failing
+        self._first_failure: Optional[int] = None  # exit code of the first process seen failing
         self._stopping = threading.RLock()
         self._ended = False
         self._previous_handlers: dict = {}
@@ -157,8 +157,8 @@ class Training:
             codes = [p.poll() for p in self.procs]
             failed = [c for c in codes if c not in (None, 0)]
             if failed:
-                if self.failure is None:
-                    self.failure = failed[0]
+                if self._first_failure is None:
+                    self._first_failure = failed[0]
                 self.stop()
                 return
             if all(c is not None for c in codes):
@@ -210,8 +210,8 @@ class Training:
                 self.stop()
         finally:
             self._restore_handlers()
-        if self.failure is not None:
-            return self.failure
+        if self._first_failure is not None:
+            return self._first_failure
         return next((p.returncode for p in self.procs if p.returncode != 0), 0)
 
     def _install_handlers(self) -> None:
