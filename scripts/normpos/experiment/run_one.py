@@ -100,7 +100,7 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
     start = time.time()
     with open(directory / "train.log", "a", encoding="utf-8") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {command.shell_line(argv)}\n")
-        training = launch.Training(argv, env)
+        training = launch.Training(argv, env, processes=command.local_processes(cfg), log_dir=directory)
         tail: List[str] = []
         try:
             for line in training.lines:
