@@ -325,3 +325,19 @@ def test_sigterm_or_sigint_to_the_runner_stops_the_run_first(tmp_path, signum, r
     assert not running(pgid=int(pgid))
     if signum == signal.SIGINT:
         assert "KeyboardInterrupt" in err
+
+
+def test_command_sh_starts_every_rank_as_the_runner_does():
+    """command.sh reruns a CPU data-parallel run: one fairseq-train per rank, the runner's rank flags, one port."""
+    from normpos.experiment import command, run_one
+    from normpos.experiment.schema import validate
+    from test_experiment_configs import composed
+
+    cfg = validate(composed("experiment=demo", "train.gpus=2"))
+    script = run_one.command_script(cfg, command.train_argv(cfg, Path("RUN")))
+    ranks = [line for line in script.splitlines() if "normpos.fairseq_run train" in line]
+    assert len(ranks) == 2 and script.rstrip().endswith("wait")
+    for rank, line in enumerate(ranks):
+        assert f"--distributed-rank {rank} --distributed-init-method 'tcp://127.0.0.1:$PORT'" in line or \
+            f"--distributed-rank {rank} --distributed-init-method tcp://127.0.0.1:$PORT" in line
+        assert "--distributed-no-spawn" in line and line.endswith(" &")

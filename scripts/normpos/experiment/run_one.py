@@ -126,7 +126,8 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
     if code != 0 and watcher.saw_marker:
         return {**base, "status": "diverged", "reason": f"fairseq stopped: {watcher.saw_marker}"}
     if code != 0:
-        return {**base, "status": "failed", "reason": f"exit code {code}: " + " / ".join(tail[-3:])}
+        ranks = " (ranks > 0 log to train.rank<R>.log)" if command.local_processes(cfg) > 1 else ""
+        return {**base, "status": "failed", "reason": f"exit code {code}{ranks}: " + " / ".join(tail[-3:])}
     return {**base, "status": "finished", "reason": ""}
 
 
@@ -149,6 +150,19 @@ def child_env(cfg: ExperimentCfg, job_num: int) -> dict:
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     return env
+
+
+def command_script(cfg: ExperimentCfg, argv: List[str]) -> str:
+    """command.sh: the exact command; for data parallelism on CPU, one process per rank, as launch starts them."""
+    processes = command.local_processes(cfg)
+    if processes == 1:
+        return "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n"
+    lines = ["#!/usr/bin/env bash", f"# {processes} CPU ranks (train.gpus={processes}, train.cpu=true), "
+             "rendezvous on 127.0.0.1:$PORT", "PORT=${PORT:-29500}"]
+    for rank in range(processes):
+        line = command.shell_line(launch.rank_argv(argv, rank, 0)).replace("tcp://127.0.0.1:0", "tcp://127.0.0.1:$PORT")
+        lines.append(line + " &")
+    return "\n".join(lines + ["wait", ""])
 
 
 class Refused(Exception):
@@ -221,7 +235,7 @@ def run_locked(cfg: ExperimentCfg, directory: Path, argv: List[str], job_num: in
     else:
         write_json(directory / "run.json", describe(cfg, argv), sort_keys=True)
         write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg))
-        write_text(directory / "command.sh", "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n")
+        write_text(directory / "command.sh", command_script(cfg, argv))
         resumed = (directory / "checkpoints" / "checkpoint_last.pt").exists()
         print(f"[{directory}] {'resuming' if resumed else 'training'}", flush=True)
         runs_after, parallel = (plan[0] - job_num - 1, plan[1]) if plan else (0, 1)
