@@ -24,7 +24,7 @@ from normpos.files import write_json, write_text
 from normpos.provenance import git_commit
 
 from . import command, devices, launch
-from .checkpoints import prune_checkpoints
+from .checkpoints import prune_checkpoints, repair_resume_point
 from .watch import Watcher, load_metrics, save_metrics
 from .schema import ExperimentCfg
 
@@ -142,9 +142,12 @@ def run(cfg: ExperimentCfg, job_num: int = 0) -> dict:
         write_json(directory / "run.json", describe(cfg, argv), sort_keys=True)
         write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg))
         write_text(directory / "command.sh", "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n")
+        recovered = repair_resume_point(directory)  # a damaged checkpoint_last.pt: the newest good one, or none
         resumed = (directory / "checkpoints" / "checkpoint_last.pt").exists()
         print(f"[{directory}] {'resuming' if resumed else 'training'}", flush=True)
         status = train(cfg, directory, argv, child_env(cfg, job_num))
+        if recovered:
+            status["recovered"] = recovered
         write_json(directory / "status.json", status, sort_keys=True)
         print(f"[{directory}] {status['status']} {status['reason']}".rstrip(), flush=True)
     if cfg.eval.score and status["status"] == "finished":
