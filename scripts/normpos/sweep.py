@@ -15,7 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from normpos.experiment import run_one
+from normpos.experiment import command, run_one, write_faults
 from normpos.experiment.schema import ConfigError, validate
 
 
@@ -29,7 +29,10 @@ def main(cfg: DictConfig) -> str:
     from hydra.core.hydra_config import HydraConfig
 
     job_num = HydraConfig.get().job.get("num", 0) or 0
-    return run_one.run(typed, job_num)["status"]
+    try:
+        return run_one.run(typed, job_num)["status"]
+    except OSError as err:  # a full disk or a read-only folder ends this run, not the sweep
+        return write_faults.record_failure(command.run_dir(typed), err)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,9 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
                 if watcher.diverged:
                     training.stop()
                     break
+        except BaseException:
+            training.stop()  # our side failed (e.g. train.log on a full disk): fairseq must not block on its pipe
+            raise
         finally:
             code = training.wait()
     updates = max((m["num_updates"] for m in metrics.values()), default=0)
@@ -114,7 +117,9 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
     if code != 0 and watcher.saw_marker:
         return {**base, "status": "diverged", "reason": f"fairseq stopped: {watcher.saw_marker}"}
     if code != 0:
-        return {**base, "status": "failed", "reason": f"exit code {code}: " + " / ".join(tail[-3:])}
+        # fairseq's OSError (e.g. "[Errno 28] No space left on device") may sit above the last lines
+        detail = ([watcher.os_error] if watcher.os_error else []) + tail[-3:]
+        return {**base, "status": "failed", "reason": f"exit code {code}: " + " / ".join(detail)}
     return {**base, "status": "finished", "reason": ""}
 
 
