@@ -215,7 +215,7 @@ def error_lines(text: str):
 
 def test_full_disk_fails_the_run_keeps_its_checkpoint_and_the_sweep_goes_on(tiny_bin, tmp_path):
     with tmpfs(tmp_path / "disk", "size=64m") as root:
-        proc = start_sweep(root, "variant=preln_constant,postln_constant", "train.max_update=20",
+        proc = start_sweep(root, "variant=preln_constant,postln_constant", "train.max_update=40",
                            SAVE_EVERY_5, tiny_bin=tiny_bin)
         try:
             first = root / "multi30k" / "demo" / "pre_ln_adam_lr-1e-3_constant_L2" / "seed-1"
