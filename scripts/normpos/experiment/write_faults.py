@@ -22,9 +22,7 @@ from hydra.experimental.callback import Callback
 from normpos.files import write_json
 
 from .checkpoints import remove_partial_writes
-from .run_one import read_status
-
-FINAL = ("finished", "diverged")
+from .run_one import FINAL, read_status
 
 
 def _reason(err: OSError) -> str:
