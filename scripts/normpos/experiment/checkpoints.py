@@ -33,12 +33,13 @@ RESUMABLE = re.compile(r"checkpoint(\d+|_\d+_\d+|_best|\.best_.+)\.pt")
 DAMAGED = ".damaged"
 
 
-def prune_checkpoints(folder: Path, keep: bool) -> None:
-    """Disk is finite: a final run needs no checkpoint_last.pt (only resuming does); scoring uses
-    checkpoint_best.pt and the kept epoch checkpoints. A diverged run keeps none."""
+def prune_checkpoints(folder: Path, keep: bool, keep_last: bool = True) -> None:
+    """Disk is finite: scoring uses checkpoint_best.pt and the kept epoch checkpoints; checkpoint_last.pt is
+    what continuing a finished run with a larger budget needs (``keep_last``; ``run.keep_last=false`` trades
+    that for the disk). Interval checkpoints serve only resuming a killed run. A diverged run keeps none."""
     for path in folder.glob("*.pt"):
         interval = re.fullmatch(r"checkpoint_\d+_\d+\.pt", path.name)  # --save-interval-updates ones
-        if not keep or path.name == "checkpoint_last.pt" or interval:
+        if not keep or interval or (path.name == "checkpoint_last.pt" and not keep_last):
             path.unlink()
 
 

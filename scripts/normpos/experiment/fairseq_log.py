@@ -55,6 +55,7 @@ def epoch_record(train: dict, valid: dict, progress: Optional[float] = None) -> 
         "valid_loss": get(valid, "valid_loss"),
         "valid_bleu": get(valid, "valid_bleu"),
         "lr": get(train, "train_lr"),
+        "updates_per_s": get(train, "train_ups"),  # fairseq's own measure, over the last log interval / epoch
     }
 
 

@@ -101,6 +101,7 @@ class RunCfg:
     dry_run: bool = False
     divergence_factor: float = 1.5  # train loss above this x its first logged value = diverged
     gpu_ids: List[int] = field(default_factory=list)  # spread jobs over these GPUs (job k -> gpu_ids[k % n])
+    keep_last: bool = True         # a finished run keeps checkpoint_last.pt, so a larger budget can continue it
 
 
 @dataclass
