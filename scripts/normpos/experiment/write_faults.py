@@ -5,12 +5,13 @@ Style guide rule 5 (a killed or failed step loses nothing) applied to the disk i
 - ``RunRootWritable``, a Hydra callback (``hydra.callbacks`` in configs/train.yaml): before Hydra creates its
   own folders under ``run.root`` (``${run.root}/.hydra/...``, where a failure is a Hydra traceback), check that a
   small file can be written there; if not, one line ``normpos: error: ...`` and exit status 2.
-- ``record_failure``, the sweep app's guard around one run: an OSError from our own writes (run.json,
-  config.yaml, train.log, metrics.jsonl, status.json) or from repairing a checkpoint ends that run as
-  ``failed`` with the reason, in one line, and the next run of the sweep is tried. fairseq's own failed
-  checkpoint writes end the training process, which the runner records as failed in the usual way; its
-  checkpoint_last.pt, copied in place, may be truncated then, and the next try resumes from the newest good
-  checkpoint (``checkpoints.repair_resume_point``).
+- ``record_failure``, the sweep app's guard around one run: an OSError from our own writes (the run's lock,
+  run.json, config.yaml, train.log, metrics.jsonl, status.json) or from repairing a checkpoint ends that run
+  as ``failed`` with the reason (in status.json and the sweep's log when they can still be written), in one
+  line, and the next run of the sweep is tried. fairseq's own failed checkpoint writes end the training
+  process, which the runner records as failed in the usual way; its checkpoint_last.pt, copied in place, may
+  be truncated then, and the next try resumes from the newest good checkpoint
+  (``checkpoints.repair_resume_point``).
 """
 
 import sys
@@ -21,6 +22,7 @@ from hydra.experimental.callback import Callback
 
 from normpos.files import write_json
 
+from . import sweep_log
 from .checkpoints import remove_partial_writes
 from .run_one import FINAL, read_status
 
@@ -45,6 +47,10 @@ def record_failure(directory: Path, err: OSError) -> str:
             outcome = "recorded in status.json"
     except OSError as again:
         outcome = f"status.json not written: {again.strerror or again}"
+    try:
+        sweep_log.record(directory, "failed", reason)  # the sweep's summary and exit status count it
+    except OSError as again:
+        outcome += f"; not in the sweep's log: {again.strerror or again}"
     print(f"normpos: error: [{directory}] failed: {reason} ({outcome}); the sweep goes on",
           file=sys.stderr, flush=True)
     return "failed"
