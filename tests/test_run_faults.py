@@ -97,6 +97,18 @@ def killed_run(tiny_bin, tmp_path_factory) -> Path:
     return root
 
 
+def run_dir_of(tiny_bin: Path, root: Path, *overrides: str) -> Path:
+    """The run directory the sweep app gives a configuration, from the same overrides (Hydra's compose)."""
+    from hydra import compose, initialize_config_dir
+    from normpos.experiment import command
+    from normpos.experiment.schema import validate
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.1"):
+        argv = sweep_argv(tiny_bin, root, *overrides)
+        cfg = compose("train", overrides=argv[argv.index("-m", 3) + 1:])  # what follows "python -m normpos.sweep -m"
+    return command.run_dir(validate(cfg))
+
+
 def copy_of(root: Path, dest: Path) -> Path:
     shutil.copytree(root, dest, symlinks=True)
     (directory,) = run_dirs(dest)
@@ -215,10 +227,11 @@ def error_lines(text: str):
 
 def test_full_disk_fails_the_run_keeps_its_checkpoint_and_the_sweep_goes_on(tiny_bin, tmp_path):
     with tmpfs(tmp_path / "disk", "size=64m") as root:
+        first, second = (run_dir_of(tiny_bin, root, f"variant={v}", "train.max_update=40", SAVE_EVERY_5)
+                         for v in ("preln_constant", "postln_constant"))
         proc = start_sweep(root, "variant=preln_constant,postln_constant", "train.max_update=40",
                            SAVE_EVERY_5, tiny_bin=tiny_bin)
         try:
-            first = root / "multi30k" / "demo" / "pre_ln_adam_lr-1e-3_constant_L2" / "seed-1"
             # fairseq logs "Saved checkpoint" once the checkpoint and its copies (best, last) are complete
             wait_for(lambda: "Saved checkpoint" in (first / "train.log").read_text()
                      if (first / "train.log").exists() else False, "the first checkpoint")
@@ -228,7 +241,6 @@ def test_full_disk_fails_the_run_keeps_its_checkpoint_and_the_sweep_goes_on(tiny
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.communicate()
-        second = root / "multi30k" / "demo" / "post_ln_adam_lr-1e-3_constant_L2" / "seed-1"
         assert "Traceback" not in out + err, (out + err)[-3000:]
         errors = error_lines(err)
         assert len(errors) == 2, err[-3000:]  # one line per run: the sweep went on to the second
@@ -244,10 +256,11 @@ def test_full_disk_fails_the_run_keeps_its_checkpoint_and_the_sweep_goes_on(tiny
 
 def test_fairseq_failing_to_write_a_checkpoint_is_recorded_with_the_reason(tiny_bin, tmp_path):
     # only the checkpoint folder is full: fairseq's save fails, our own files are written
-    directory = tmp_path / "multi30k" / "demo" / "pre_ln_adam_lr-1e-3_constant_L2" / "seed-1"
+    overrides = ("variant=preln_constant", "train.max_update=5")
+    directory = run_dir_of(tiny_bin, tmp_path, *overrides)
     with tmpfs(directory / "checkpoints", "size=1m") as folder:
         fill(folder)
-        done = sweep(tmp_path, "hydra.sweeper.params.variant=preln_constant", "train.max_update=5", tiny_bin=tiny_bin)
+        done = sweep(tmp_path, *overrides, tiny_bin=tiny_bin)
         assert run_dirs(tmp_path) == [directory]
         status = json.loads((directory / "status.json").read_text())
         assert status["status"] == "failed"
