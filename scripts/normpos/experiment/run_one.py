@@ -150,7 +150,7 @@ def sweep_eta(run_left: Optional[float], run_elapsed: float, runs_after: int, pa
 def child_env(cfg: ExperimentCfg, job_num: int) -> dict:
     # unbuffered: the log is read line by line while training runs (progress, divergence)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    gpu = devices.gpu_for_job(cfg.run.gpu_ids, job_num)
+    gpu = devices.gpu_for_job(cfg, job_num)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     return env
