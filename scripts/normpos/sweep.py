@@ -16,7 +16,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from normpos.experiment import devices, run_one
+from normpos.experiment import command, devices, run_one, write_faults
 from normpos.experiment.schema import ConfigError, validate
 
 
@@ -31,7 +31,10 @@ def main(cfg: DictConfig) -> str:
     except ConfigError as err:
         print(f"normpos: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2)
-    return run_one.run(typed, job_num)["status"]
+    try:
+        return run_one.run(typed, job_num)["status"]
+    except OSError as err:  # a full disk or a read-only folder ends this run, not the sweep
+        return write_faults.record_failure(command.run_dir(typed), err)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from normpos.provenance import git_commit
 
 from . import command, devices, identity, launch, sweep_log
 from .lock import Busy, run_lock
-from .checkpoints import prune_checkpoints
+from .checkpoints import prune_checkpoints, repair_resume_point
 from .watch import Watcher, load_metrics, save_metrics
 from .schema import ExperimentCfg
 
@@ -117,6 +117,9 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
                 if watcher.diverged:
                     training.stop()
                     break
+        except BaseException:
+            training.stop()  # our side failed (e.g. train.log on a full disk): fairseq must not block on its pipe
+            raise
         finally:
             code = training.wait()
     updates = max((m["num_updates"] for m in metrics.values()), default=0)
@@ -127,7 +130,9 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
         return {**base, "status": "diverged", "reason": f"fairseq stopped: {watcher.saw_marker}"}
     if code != 0:
         ranks = " (ranks > 0 log to train.rank<R>.log)" if command.local_processes(cfg) > 1 else ""
-        return {**base, "status": "failed", "reason": f"exit code {code}{ranks}: " + " / ".join(tail[-3:])}
+        # fairseq's OSError (e.g. "[Errno 28] No space left on device") may sit above the last lines
+        detail = ([watcher.os_error] if watcher.os_error else []) + tail[-3:]
+        return {**base, "status": "failed", "reason": f"exit code {code}{ranks}: " + " / ".join(detail)}
     return {**base, "status": "finished", "reason": ""}
 
 
@@ -236,11 +241,14 @@ def run_locked(cfg: ExperimentCfg, directory: Path, argv: List[str], job_num: in
         write_json(directory / "run.json", describe(cfg, argv), sort_keys=True)
         write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg))
         write_text(directory / "command.sh", command_script(cfg, argv))
+        recovered = repair_resume_point(directory)  # a damaged checkpoint_last.pt: the newest good one, or none
         resumed = (directory / "checkpoints" / "checkpoint_last.pt").exists()
         print(f"[{directory}] {'resuming' if resumed else 'training'}", flush=True)
         runs_after, parallel = (plan[0] - job_num - 1, plan[1]) if plan else (0, 1)
         status = train(cfg, directory, argv, child_env(cfg, job_num), runs_after, parallel)
         status["budget"] = identity.budget(cfg.train.max_update, cfg.train.max_epoch)
+        if recovered:
+            status["recovered"] = recovered
         write_json(directory / "status.json", status, sort_keys=True)
         print(f"[{directory}] {status['status']} {status['reason']}".rstrip(), flush=True)
     if cfg.eval.score and status["status"] == "finished":

@@ -33,12 +33,16 @@ class Watcher:
         self.progress: Optional[float] = None
         self.diverged: Optional[str] = None
         self.saw_marker: Optional[str] = None
+        self.os_error: Optional[str] = None  # the last "[Errno N] ..." fairseq printed: why it may have stopped
 
     def feed(self, line: str) -> bool:
         """Take one log line; return True when the epoch metrics changed."""
         for marker in fairseq_log.DIVERGENCE_MARKERS:
             if marker in line:
                 self.saw_marker = marker
+        os_error = fairseq_log.OS_ERROR.search(line)
+        if os_error:
+            self.os_error = os_error.group(0).strip()
         parsed = fairseq_log.parse_line(line)
         if not parsed:
             return False
