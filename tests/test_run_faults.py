@@ -252,6 +252,8 @@ def test_full_disk_fails_the_run_keeps_its_checkpoint_and_the_sweep_goes_on(tiny
         last = first / "checkpoints" / "checkpoint_last.pt"
         assert (stored_updates(last) or 0) >= 5  # the last good checkpoint survived the full disk, and loads
         assert not list((first / "checkpoints").glob("*.pt.tmp"))  # fairseq's half-written save: removed
+        # the sweep's outcome lines may not fit on the full disk either: the summary still says so, exit 1
+        assert proc.returncode == 1 and "sweep: " in out and ("2 failed" in out or "left no outcome" in out), out[-2000:]
 
 
 def test_fairseq_failing_to_write_a_checkpoint_is_recorded_with_the_reason(tiny_bin, tmp_path):
