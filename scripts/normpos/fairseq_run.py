@@ -7,6 +7,7 @@ It is fairseq's own ``cli_main`` (same parser, same training loop), plus: ``--us
 ``plugins/normpos_fairseq`` is added; a missing data folder and bad optimizer/schedule values are reported
 before fairseq loads anything; and a ``ValueError``/``FileNotFoundError`` (a bad option value, a missing file) is printed as one line
 ``normpos: error: ...`` with exit code 2 instead of a traceback. Set ``NORMPOS_TRACEBACK=1`` to see it.
+``--bf16`` trains in bfloat16 on CPU and CUDA rather than asking for a TPU (``normpos.precision``).
 """
 
 import importlib
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from normpos.plugin import PLUGIN_DIR
+from normpos.precision import fairseq_parses_bf16_without_tpu, parse_args_and_arch
 
 TOOLS = {"train": "fairseq_cli.train", "generate": "fairseq_cli.generate", "preprocess": "fairseq_cli.preprocess"}
 
@@ -46,7 +48,7 @@ def check_train_options(argv: List[str]) -> None:
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.optim.lr_scheduler import build_lr_scheduler
 
-    args = options.parse_args_and_arch(options.get_training_parser(), with_plugin(argv))
+    args = parse_args_and_arch(options.get_training_parser(), with_plugin(argv))
     cfg = convert_namespace_to_omegaconf(args)
     optimizer = optim.build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
     build_lr_scheduler(cfg.lr_scheduler, optimizer)
@@ -60,7 +62,9 @@ def run(tool: str, argv: List[str]) -> int:
         check_train_options(argv)
     module = importlib.import_module(TOOLS[tool])
     sys.argv = [f"fairseq-{tool}", *with_plugin(argv)]
-    module.cli_main()
+    # cli_main parses sys.argv itself; the context makes its parse keep --bf16 off the TPU (normpos.precision)
+    with fairseq_parses_bf16_without_tpu():
+        module.cli_main()
     return 0
 
 

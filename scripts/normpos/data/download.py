@@ -8,7 +8,8 @@ the members the recipe reads. :func:`fetch` finds it, in this order:
    the already unpacked members (at their archive paths or flat), which is then read in place;
 2. the download cache ``<out-root>/<dataset>/orig/`` (what an earlier run downloaded or unpacked);
 3. each ``--source`` URL (the file's own URL, or a mirror folder URL to which the file name is appended),
-   else the official URL.
+   else the official URL. A download is complete or absent under its name; an interrupted one resumes
+   (``normpos.data.transfer``).
 
 Known identities come from shared/data/PROVENANCE.md and sacrebleu's dataset table. A ``strong`` check
 (size, sha256, member hashes confirmed by independent copies) refuses a mismatching file; a ``weak`` one
@@ -21,17 +22,14 @@ from __future__ import annotations
 import shutil
 import sys
 import tarfile
-import urllib.error
-import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from normpos.data import transfer
 from normpos.data.errors import DataError
 from normpos.data.files import atomic_output, hash_file
 
-USER_AGENT = "normpos-data/1 (+https://github.com/facebookresearch/fairseq recipe reproduction)"
-TIMEOUT_S = 60
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
@@ -122,25 +120,20 @@ def is_url(source: str) -> bool:
     return source.split("://", 1)[0] in ("http", "https", "file", "ftp") and "://" in source
 
 
-def download(url: str, dest: Path, what: str) -> None:
-    """Stream ``url`` to ``dest`` (atomically: a partial download never appears under ``dest``)."""
-    from tqdm import tqdm
+def download(url: str, dest: Path, what: str, timeout: float | None = None) -> None:
+    """Download ``url`` to ``dest``: complete or not at all under ``dest`` (``normpos.data.transfer``).
 
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    ``timeout``: seconds without data before giving up (default ``transfer.TIMEOUT_S``, 60).
+    """
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, atomic_output(dest) as tmp:
-            total = response.headers.get("Content-Length")
-            with open(tmp, "wb") as f, tqdm(
-                total=int(total) if total else None, unit="B", unit_scale=True, desc=f"download {what}",
-                file=sys.stderr, disable=None,
-            ) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    f.write(block)
-                    bar.update(len(block))
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
+        transfer.download(url, dest, what, timeout)
+    except transfer.TransferError as e:
+        kept = ""
+        if e.kept:  # say so, or the user deletes the cache and loses what was received
+            kept = (f"; the {e.kept.stat().st_size:,} bytes received are kept in {e.kept} and a rerun from this "
+                    "URL resumes")
         raise DataError(
-            f"cannot download {url} ({reason}); download it where the internet is reachable and pass "
+            f"cannot download {url} ({e}){kept}; download it where the internet is reachable and pass "
             f"--source /path/to/{what} (the file, the folder holding it, or its unpacked folder)"
         ) from None
 
@@ -199,10 +192,11 @@ def _missing_members(resource: Resource, source: Path) -> str:
 
 
 def fetch(resource: Resource, sources: list[str], cache: Path, allow_unverified: bool = False,
-          single: bool = False) -> Fetched:
+          single: bool = False, timeout: float | None = None) -> Fetched:
     """Find or download ``resource`` and return where its (verified) files are; see the module docstring.
 
     ``single``: the dataset has only this resource, so a ``--source`` file path is taken whatever its name.
+    ``timeout``: seconds a download may go without data (default ``transfer.TIMEOUT_S``).
     """
     local = [Path(s).expanduser() for s in sources if not is_url(s)]
     urls = [s for s in sources if is_url(s)]
@@ -233,7 +227,7 @@ def fetch(resource: Resource, sources: list[str], cache: Path, allow_unverified:
     errors = []
     for url in candidates:
         try:
-            download(url, cached, resource.filename)
+            download(url, cached, resource.filename, timeout)
         except DataError as e:
             errors.append(str(e))
             continue

@@ -1,7 +1,8 @@
 """From a validated experiment config to its run directory and its exact ``fairseq-train`` command.
 
 The run directory is deterministic (no timestamps, no ``:`` or ``=``):
-``<run.root>/<dataset>/<experiment>/<configuration slug>/seed-<n>/``, so re-running a sweep finds its runs.
+``<run.root>/<dataset>/<experiment>/<configuration slug>_<identity hash>/seed-<n>/``, so re-running a sweep
+finds its runs, and a configuration that differs in any value reaching fairseq (``identity.py``) gets its own.
 """
 
 import json
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import List
 
+from . import identity
 from .schema import ExperimentCfg
 
 # our schedule names -> fairseq --lr-scheduler and the options each takes
@@ -63,8 +65,14 @@ def config_label(cfg: ExperimentCfg) -> str:
     return f"{scheme}, {cfg.optim.optimizer} lr {format_number(cfg.optim.lr)}, {warm}, {s.name}"
 
 
+def config_name(cfg: ExperimentCfg) -> str:
+    """The configuration's folder and table key: the readable slug plus the short hash of its identity."""
+    digest = identity.identity_hash(train_argv(cfg, Path("RUN_DIR")))
+    return f"{config_slug(cfg)}_{digest[:identity.HASH_CHARS]}"
+
+
 def run_dir(cfg: ExperimentCfg) -> Path:
-    return Path(cfg.run.root) / cfg.dataset.name / cfg.experiment / config_slug(cfg) / f"seed-{cfg.seed}"
+    return Path(cfg.run.root) / cfg.dataset.name / cfg.experiment / config_name(cfg) / f"seed-{cfg.seed}"
 
 
 def _model_args(cfg: ExperimentCfg) -> List[str]:
@@ -134,7 +142,18 @@ def _train_args(cfg: ExperimentCfg, save_dir: Path) -> List[str]:
         argv.append("--cpu")
     if t.gpus > 1:
         argv += ["--distributed-world-size", str(t.gpus)]
+        if t.cpu:
+            # fairseq's spawn starts one rank per CUDA device (none on CPU): launch.py starts each rank itself
+            # and adds --distributed-rank and the rendezvous address. gloo is torch's CPU backend; legacy_ddp
+            # because fairseq's c10d DDP passes device_ids, which torch refuses for CPU modules.
+            argv += ["--distributed-no-spawn", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
     return argv + list(t.extra_args)
+
+
+def local_processes(cfg: ExperimentCfg) -> int:
+    """How many processes the runner starts for one run: one per rank for data parallelism on CPU, else one
+    (on GPUs fairseq spawns the ranks itself)."""
+    return cfg.train.gpus if cfg.train.cpu else 1
 
 
 def train_argv(cfg: ExperimentCfg, directory: Path) -> List[str]:

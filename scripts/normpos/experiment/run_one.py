@@ -6,26 +6,32 @@ Files in the run directory (all written atomically):
 - ``metrics.jsonl``: one row per epoch (train/valid loss, valid BLEU, lr);
 - ``status.json``: ``finished`` | ``diverged`` | ``failed``, with the reason.
 
-A run whose status is final is skipped; one that was killed resumes from ``checkpoints/checkpoint_last.pt``
-(fairseq does that by itself when the save dir has one). A diverged run is an outcome, not an error: the
-sweep goes on.
+- ``watch.json``: the divergence watcher's baseline (the run's first training loss), kept across resumes.
+
+A run directory belongs to one training identity (``identity.py``: every value that reaches fairseq but the
+budget and the seed); one process trains it at a time (``lock.py``: a second sweep skips it with a line).
+A run whose status is final is skipped, unless it finished and the budget asked now (max_update/max_epoch)
+goes beyond the one it had: then it continues from ``checkpoints/checkpoint_last.pt``, as does a run that
+was killed (fairseq resumes by itself when the save dir has one). A diverged run is an outcome, not an
+error: the sweep goes on. Each run's outcome goes to the sweep's log (``sweep_log.py``).
 """
 
 import json
 import os
 import platform
-import re
-import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from omegaconf import OmegaConf
 
 from normpos.files import write_json, write_text
 from normpos.provenance import git_commit
 
-from . import command, fairseq_log
+from . import command, devices, identity, launch, sweep_log
+from .lock import Busy, run_lock
+from .checkpoints import prune_checkpoints, repair_resume_point
+from .watch import Watcher, load_metrics, save_metrics
 from .schema import ExperimentCfg
 
 FINAL = ("finished", "diverged")
@@ -54,7 +60,10 @@ def describe(cfg: ExperimentCfg, argv: List[str]) -> dict:
     """run.json: everything the reports and the scorer need to know about the run."""
     return {
         "dataset": cfg.dataset.name, "experiment": cfg.experiment, "section": cfg.section,
-        "config": command.config_slug(cfg), "label": command.config_label(cfg), "seed": cfg.seed,
+        "config": command.config_name(cfg), "slug": command.config_slug(cfg), "label": command.config_label(cfg),
+        "seed": cfg.seed, "identity": identity.identity_hash(argv),
+        "budget": identity.budget(cfg.train.max_update, cfg.train.max_epoch),
+        "data_fingerprint": identity.data_fingerprint(cfg.dataset.data_bin),
         "scheme": cfg.model.scheme, "optimizer": cfg.optim.optimizer, "lr": cfg.optim.lr,
         "lr_scheduler": cfg.schedule.name, "warmup_updates": cfg.schedule.warmup_updates,
         "data_bin": cfg.dataset.data_bin, "ref_dir": cfg.dataset.ref_dir,
@@ -82,79 +91,19 @@ def paper_numbers(cfg: ExperimentCfg) -> Optional[dict]:
     return None
 
 
-class Watcher:
-    """Follows fairseq's log: collects per-epoch metrics, spots divergence in the training loss."""
-
-    def __init__(self, factor: float, metrics: Dict[int, dict]):
-        self.factor = factor
-        self.metrics = metrics
-        self.first_loss: Optional[float] = None
-        self.train_summary: dict = {}
-        self.progress: Optional[float] = None
-        self.diverged: Optional[str] = None
-        self.saw_marker: Optional[str] = None
-
-    def feed(self, line: str) -> bool:
-        """Take one log line; return True when the epoch metrics changed."""
-        for marker in fairseq_log.DIVERGENCE_MARKERS:
-            if marker in line:
-                self.saw_marker = marker
-        parsed = fairseq_log.parse_line(line)
-        if not parsed:
-            return False
-        kind, stats = parsed
-        if kind == "train_inner":
-            print(f"  update {int(stats.get('num_updates', 0))}: train loss {stats.get('loss')}, "
-                  f"lr {stats.get('lr')}", flush=True)
-            self.train_summary = {"train_loss": stats.get("loss"), "train_lr": stats.get("lr"),
-                                  "train_num_updates": stats.get("num_updates"), "epoch": stats.get("epoch")}
-            self.progress = stats.get("update")
-            self._check_loss(stats.get("loss"), int(stats.get("num_updates", 0) or 0))
-        elif kind == "train":
-            self.train_summary = stats
-            self.progress = stats.get("epoch")
-            self._check_loss(stats.get("train_loss"), int(stats.get("train_num_updates", 0) or 0))
-        elif kind == "valid":
-            record = fairseq_log.epoch_record(self.train_summary, stats, self.progress)
-            self.metrics[record["num_updates"]] = record
-            return True
-        return False
-
-    def _check_loss(self, loss, updates: int) -> None:
-        if loss is None or self.diverged:
-            return
-        if not fairseq_log.is_finite(loss):
-            self.diverged = f"training loss {loss} at update {updates}"
-        elif self.first_loss is None:
-            self.first_loss = loss
-        elif loss > self.factor * self.first_loss:
-            self.diverged = (f"training loss {loss:.2f} at update {updates} is above {self.factor} x "
-                             f"its first value {self.first_loss:.2f}")
-
-
-def load_metrics(path: Path) -> Dict[int, dict]:
-    if not path.exists():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row["num_updates"]: row for row in rows}
-
-
-def save_metrics(path: Path, metrics: Dict[int, dict]) -> None:
-    write_text(path, "".join(json.dumps(metrics[e], sort_keys=True) + "\n" for e in sorted(metrics)))
-
-
-def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> dict:
+def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_after: int = 0,
+          parallel: int = 1) -> dict:
     """Run fairseq-train, stream its log, stop it on divergence; return the status record."""
     metrics = load_metrics(directory / "metrics.jsonl")  # a resumed run keeps its earlier epochs
-    watcher = Watcher(cfg.run.divergence_factor, metrics)
+    watcher = Watcher(cfg.run.divergence_factor, metrics, state=directory / "watch.json",
+                      max_update=cfg.train.max_update, max_epoch=cfg.train.max_epoch)
     start = time.time()
     with open(directory / "train.log", "a", encoding="utf-8") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {command.shell_line(argv)}\n")
-        # same process group as the sweep: killing the sweep (Ctrl-C, scancel) stops the training too
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        training = launch.Training(argv, env, processes=command.local_processes(cfg), log_dir=directory)
         tail: List[str] = []
         try:
-            for line in proc.stdout:
+            for line in training.lines:
                 log.write(line)
                 log.flush()  # the log is what a user tails while the run goes
                 tail = (tail + [line.rstrip()])[-20:]
@@ -162,13 +111,17 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
                     save_metrics(directory / "metrics.jsonl", metrics)
                     last = metrics[max(metrics)]
                     print(f"[{directory}] epoch {last['epoch']}: valid loss {last['valid_loss']}"
-                          + (f", valid BLEU {last['valid_bleu']}" if last.get("valid_bleu") is not None else ""),
+                          + (f", valid BLEU {last['valid_bleu']}" if last.get("valid_bleu") is not None else "")
+                          + sweep_eta(watcher.eta_seconds, time.time() - start, runs_after, parallel),
                           flush=True)
                 if watcher.diverged:
-                    proc.terminate()  # fairseq's data workers are daemonic and exit with it
+                    training.stop()
                     break
+        except BaseException:
+            training.stop()  # our side failed (e.g. train.log on a full disk): fairseq must not block on its pipe
+            raise
         finally:
-            code = proc.wait()
+            code = training.wait()
     updates = max((m["num_updates"] for m in metrics.values()), default=0)
     base = {"num_updates": updates, "epochs": max((m["epoch"] for m in metrics.values()), default=0), "wall_seconds": round(time.time() - start, 1)}
     if watcher.diverged:
@@ -176,36 +129,126 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict) -> di
     if code != 0 and watcher.saw_marker:
         return {**base, "status": "diverged", "reason": f"fairseq stopped: {watcher.saw_marker}"}
     if code != 0:
-        return {**base, "status": "failed", "reason": f"exit code {code}: " + " / ".join(tail[-3:])}
+        ranks = " (ranks > 0 log to train.rank<R>.log)" if command.local_processes(cfg) > 1 else ""
+        # fairseq's OSError (e.g. "[Errno 28] No space left on device") may sit above the last lines
+        detail = ([watcher.os_error] if watcher.os_error else []) + tail[-3:]
+        return {**base, "status": "failed", "reason": f"exit code {code}{ranks}: " + " / ".join(detail)}
     return {**base, "status": "finished", "reason": ""}
+
+
+def sweep_eta(run_left: Optional[float], run_elapsed: float, runs_after: int, parallel: int) -> str:
+    """'; ~N min left in this run, ~M in the sweep': the sweep's part assumes the runs still to come take as
+    long as this one and run ``parallel`` at a time (finished runs that are skipped make it pessimistic)."""
+    if run_left is None:
+        return ""
+    words = f"; ~{run_left / 60:.1f} min left in this run"
+    if runs_after > 0:
+        rest = run_left + runs_after * (run_elapsed + run_left) / max(1, parallel)
+        words += f", ~{rest / 60:.0f} min in the sweep ({runs_after} runs after this one)"
+    return words
 
 
 def child_env(cfg: ExperimentCfg, job_num: int) -> dict:
     # unbuffered: the log is read line by line while training runs (progress, divergence)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if cfg.run.gpu_ids:
-        env["CUDA_VISIBLE_DEVICES"] = str(cfg.run.gpu_ids[job_num % len(cfg.run.gpu_ids)])
+    gpu = devices.gpu_for_job(cfg, job_num)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     return env
 
 
+def command_script(cfg: ExperimentCfg, argv: List[str]) -> str:
+    """command.sh: the exact command; for data parallelism on CPU, one process per rank, as launch starts them."""
+    processes = command.local_processes(cfg)
+    if processes == 1:
+        return "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n"
+    lines = ["#!/usr/bin/env bash", f"# {processes} CPU ranks (train.gpus={processes}, train.cpu=true), "
+             "rendezvous on 127.0.0.1:$PORT", "PORT=${PORT:-29500}"]
+    for rank in range(processes):
+        line = command.shell_line(launch.rank_argv(argv, rank, 0)).replace("tcp://127.0.0.1:0", "tcp://127.0.0.1:$PORT")
+        lines.append(line + " &")
+    return "\n".join(lines + ["wait", ""])
+
+
+class Refused(Exception):
+    """This run must not be trained as asked; the message says why and what to do."""
+
+
+def decide(cfg: ExperimentCfg, directory: Path) -> Optional[str]:
+    """None to train (new, killed, or finished with a smaller budget than asked), else why it is skipped.
+    Raises :class:`Refused` for an existing run that must not be reused or continued."""
+    info = read_json(directory / "run.json")
+    status = read_status(directory)
+    data = identity.data_fingerprint(cfg.dataset.data_bin)
+    if info and data and info.get("data_fingerprint") not in (None, data):
+        raise Refused(f"was trained on other data ({cfg.dataset.data_bin}'s dictionaries changed since): "
+                      f"move {directory} away, or give the new data its own run.root")
+    if not status or status.get("status") not in FINAL:
+        return None
+    asked = identity.budget(cfg.train.max_update, cfg.train.max_epoch)
+    had = status.get("budget") or (info or {}).get("budget") or asked
+    how, words = identity.compare_budget(asked, had)
+    if status["status"] == "finished" and how == "more":
+        if not (directory / "checkpoints" / "checkpoint_last.pt").exists():
+            raise Refused(f"finished with {identity.budget_words(had)}; continuing it ({words}) needs "
+                          "checkpoints/checkpoint_last.pt, which was pruned (run.keep_last=false): "
+                          f"move {directory} away to train it anew")
+        print(f"[{directory}] finished with {identity.budget_words(had)}; continuing ({words})", flush=True)
+        return None
+    trained = f" ({identity.budget_words(had)}; asked {identity.budget_words(asked)})" if how == "less" else ""
+    return f"{status['status']} already{trained}"
+
+
+def read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def run(cfg: ExperimentCfg, job_num: int = 0) -> dict:
-    """Train and score one configuration; return its status. Never raises for a diverged or failed run."""
+    """Train and score one configuration; return its status. Never raises for a diverged, failed, busy or
+    refused run: each is printed in one line and recorded in the sweep's log, and the sweep goes on."""
     directory = command.run_dir(cfg)
     argv = command.train_argv(cfg, directory)
     if cfg.run.dry_run:
         print(command.shell_line(argv), flush=True)
         return {"status": "dry-run"}
-    status = read_status(directory)
-    if status and status["status"] in FINAL:
-        print(f"[{directory}] {status['status']} already; skipped", flush=True)
+    plan = sweep_log.position()
+    if plan:
+        print(f"[run {job_num + 1}/{plan[0]}] {directory}", flush=True)
+    try:
+        with run_lock(directory):
+            status = run_locked(cfg, directory, argv, job_num, plan)
+    except Busy as busy:
+        print(f"[{directory}] {busy}; skipped", flush=True)
+        sweep_log.record(directory, "skipped", str(busy))
+        return {"status": "skipped", "reason": str(busy)}
+    except Refused as refused:
+        print(f"normpos: error: [{directory}] {refused}", flush=True)
+        sweep_log.record(directory, "failed", str(refused))
+        return {"status": "failed", "reason": str(refused)}
+    sweep_log.record(directory, status.get("outcome", status["status"]), status.get("reason", ""))
+    return status
+
+
+def run_locked(cfg: ExperimentCfg, directory: Path, argv: List[str], job_num: int, plan) -> dict:
+    skip = decide(cfg, directory)
+    if skip:
+        print(f"[{directory}] {skip}; skipped", flush=True)
+        status = {**read_status(directory), "outcome": "skipped"}
     else:
-        directory.mkdir(parents=True, exist_ok=True)
         write_json(directory / "run.json", describe(cfg, argv), sort_keys=True)
         write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg))
-        write_text(directory / "command.sh", "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n")
+        write_text(directory / "command.sh", command_script(cfg, argv))
+        recovered = repair_resume_point(directory)  # a damaged checkpoint_last.pt: the newest good one, or none
         resumed = (directory / "checkpoints" / "checkpoint_last.pt").exists()
         print(f"[{directory}] {'resuming' if resumed else 'training'}", flush=True)
-        status = train(cfg, directory, argv, child_env(cfg, job_num))
+        runs_after, parallel = (plan[0] - job_num - 1, plan[1]) if plan else (0, 1)
+        status = train(cfg, directory, argv, child_env(cfg, job_num), runs_after, parallel)
+        status["budget"] = identity.budget(cfg.train.max_update, cfg.train.max_epoch)
+        if recovered:
+            status["recovered"] = recovered
         write_json(directory / "status.json", status, sort_keys=True)
         print(f"[{directory}] {status['status']} {status['reason']}".rstrip(), flush=True)
     if cfg.eval.score and status["status"] == "finished":
@@ -214,14 +257,6 @@ def run(cfg: ExperimentCfg, job_num: int = 0) -> dict:
         outcome, _ = score_run(directory)
         print(f"[{directory}] test set {outcome}", flush=True)
     if status["status"] in FINAL:
-        prune_checkpoints(directory / "checkpoints", keep=status["status"] == "finished")
+        prune_checkpoints(directory / "checkpoints", keep=status["status"] == "finished",
+                          keep_last=cfg.run.keep_last)
     return status
-
-
-def prune_checkpoints(folder: Path, keep: bool) -> None:
-    """Disk is finite: a final run needs no checkpoint_last.pt (only resuming does); scoring uses
-    checkpoint_best.pt and the kept epoch checkpoints. A diverged run keeps none."""
-    for path in folder.glob("*.pt"):
-        interval = re.fullmatch(r"checkpoint_\d+_\d+\.pt", path.name)  # --save-interval-updates ones
-        if not keep or path.name == "checkpoint_last.pt" or interval:
-            path.unlink()

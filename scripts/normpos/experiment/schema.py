@@ -80,7 +80,7 @@ class TrainCfg:
     fp16: bool = False
     bf16: bool = False
     cpu: bool = False
-    gpus: int = 1                  # > 1: fairseq's distributed data parallel on this many GPUs
+    gpus: int = 1                  # > 1: data parallel over this many GPUs (nccl) or, with cpu, CPU processes (gloo)
     num_workers: int = 1
     extra_args: List[str] = field(default_factory=list)
 
@@ -101,6 +101,7 @@ class RunCfg:
     dry_run: bool = False
     divergence_factor: float = 1.5  # train loss above this x its first logged value = diverged
     gpu_ids: List[int] = field(default_factory=list)  # spread jobs over these GPUs (job k -> gpu_ids[k % n])
+    keep_last: bool = True         # a finished run keeps checkpoint_last.pt, so a larger budget can continue it
 
 
 @dataclass
