@@ -53,6 +53,21 @@ def tar_names(results: Path) -> list:
         return [m.name.split("/", 1)[-1] for m in tar.getmembers()]
 
 
+def slug(config_name: str) -> str:
+    """A run folder's configuration without the identity hash the sweep appends (``<slug>_<8 hex>``)."""
+    return re.sub(r"_[0-9a-f]{8}$", "", config_name)
+
+
+def grid_runs(results: Path) -> dict:
+    """configuration slug -> its run folder inside runs.tar.gz."""
+    found = {}
+    for name in tar_names(results):
+        match = re.fullmatch(r"(runs/multi30k/gpu_proof/([^/]+)/seed-1)/run\.json", name)
+        if match:
+            found[slug(match.group(2))] = match.group(1)
+    return found
+
+
 @pytest.mark.slow
 def test_results_folder_holds_eight_small_files_and_out_has_the_same(proof):
     proc, results, out = proof["proc"], proof["results"], proof["out"]
@@ -95,8 +110,9 @@ def test_packing_numbers_are_fairseqs_own_speeds_from_the_logs(proof):
         assert trial["aggregate_updates_per_s"] == pytest.approx(sum(r["updates_per_s"] for r in trial["runs"]), abs=1e-3)
     chosen = packing["chosen"]
     assert chosen["concurrent"] in trials and chosen["max_update"] <= 6
-    for slug in GRID:
-        directory = f"runs/multi30k/gpu_proof/{slug}/seed-1"
+    runs = grid_runs(results)
+    assert set(runs) == GRID
+    for directory in runs.values():
         command = tar_text(results, f"{directory}/command.sh")
         assert f"--max-update {chosen['max_update']} " in command and "--fp16" not in command
         status = json.loads(tar_text(results, f"{directory}/status.json"))
@@ -107,12 +123,30 @@ def test_packing_numbers_are_fairseqs_own_speeds_from_the_logs(proof):
 
 
 @pytest.mark.slow
+def test_sweeps_read_the_measured_runs_per_gpu_from_packing_json(proof, tmp_path):
+    """packing.json is what `make sweep` packs by on this GPU model (normpos.experiment.devices reads it):
+    the fewest concurrent runs within 5% of the fastest aggregate speed measured."""
+    from normpos.experiment import devices
+
+    packing = json.loads((proof["results"] / "packing.json").read_text())
+    top = max(t["aggregate_updates_per_s"] for t in packing["trials"])
+    assert packing["best_jobs_per_gpu"] == min(t["concurrent"] for t in packing["trials"]
+                                               if t["aggregate_updates_per_s"] >= 0.95 * top)
+    machine = json.loads((proof["results"] / "machine.json").read_text())
+    assert packing["gpu"] == machine["gpu"]  # None here: no GPU model matches a CPU's proof
+    (tmp_path / "test-gpu").mkdir()
+    (tmp_path / "test-gpu" / "packing.json").write_text(json.dumps({**packing, "gpu": "Test GPU"}))
+    assert devices.jobs_per_gpu(None, "test gpu", tmp_path)[0] == packing["best_jobs_per_gpu"]
+
+
+@pytest.mark.slow
 def test_table_has_a_row_per_grid_configuration_with_its_test_bleu(proof):
     results = proof["results"]
     rows = list(csv.DictReader(tar_text(results, "report/table.csv").splitlines()))
-    assert {r["config"] for r in rows} == GRID
+    assert {slug(r["config"]) for r in rows} == GRID
+    runs = grid_runs(results)
     for row in rows:
-        score = json.loads(tar_text(results, f"runs/multi30k/gpu_proof/{row['config']}/seed-1/score.json"))
+        score = json.loads(tar_text(results, f"{runs[slug(row['config'])]}/score.json"))
         assert float(row["tok_bleu_mean"]) == pytest.approx(score["test_tok_bleu"])
     table = (results / "table.md").read_text()
     assert sum(line.startswith("| Post-LN") or line.startswith("| Pre-LN") for line in table.splitlines()) == 7

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from normpos.gpu_proof import ProofError
 from normpos.gpu_proof.children import REPO, stop_all
-from normpos.gpu_proof.plan import REPORT_SECONDS, Plan, choose_packing, data_workers
+from normpos.gpu_proof.plan import (PACKING_TOLERANCE, REPORT_SECONDS, Plan, best_jobs_per_gpu, choose_packing,
+                                    data_workers)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 # --tiny: the tests' model (2 layers, d 32), for the benchmark (fairseq options) and the grid (Hydra)
@@ -145,6 +146,10 @@ def run(argv=None) -> int:
 
         info = machine.describe()
         device = "cuda" if info["gpu"] else "cpu"
+        if info["gpu_count"] > 1:  # the proof measures one GPU: every child sees only the first
+            first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+            os.environ["CUDA_VISIBLE_DEVICES"] = first
+            print(f"{info['gpu_count']} GPUs visible: the proof uses one (CUDA_VISIBLE_DEVICES={first})", flush=True)
         if device == "cpu" and not args.tiny:
             raise ProofError("no CUDA GPU here: the IWSLT-size proof is for a GPU; on CPU run the tests' size with "
                              "--tiny (make gpu-proof GPU_PROOF_ARGS=--tiny)")
@@ -197,6 +202,11 @@ def run(argv=None) -> int:
             trials = packing.measure(command, args.packings, work / "packing", deadline, args.log_interval, cpus,
                                      user_workers, window=args.packing_window)
             proof.record["packing"] = {"precision": precision, "command": shlex.join(command), "trials": trials}
+            best = best_jobs_per_gpu(trials)
+            if best is not None:  # what `make sweep` packs on this GPU model (normpos.experiment.devices)
+                proof.record["packing"].update({"gpu": info["gpu"], "best_jobs_per_gpu": best, "best_jobs_per_gpu_rule":
+                                                f"fewest runs at a time within {PACKING_TOLERANCE:.0%} of the "
+                                                "highest aggregate updates/s"})
             if not any(t["status"] == "measured" for t in trials):
                 part.outcome("failed: no trial was measured")
         with proof.part("grid", "c. grid") as part:

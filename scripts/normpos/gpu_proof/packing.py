@@ -12,6 +12,8 @@ already past its first record (start-up, CUDA initialization) and none had been 
 ``updates/s = sum(n) / sum(n / ups)``, n the updates of each record. The aggregate is the sum over the K
 runs. The same rate from the records' arrival times (``updates_per_s_wall``) is kept beside it as a check.
 ``packing.json`` names each run's log and the first and last update counted, so anyone can recompute it.
+It also holds ``gpu`` and ``best_jobs_per_gpu`` (``plan.best_jobs_per_gpu``): how many runs per GPU any later
+sweep on this GPU model packs (``normpos.experiment.devices`` reads them from ``results/multi30k/<gpu>/``).
 """
 
 from __future__ import annotations

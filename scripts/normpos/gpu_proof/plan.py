@@ -28,6 +28,7 @@ REPORT_SECONDS = 20.0      # normpos.report table + figures after the sweeps (tw
 TRAIN_SHARE = 0.8          # of a round's time, after the startups, spent in updates
 POST_LN_RUNS, PRE_LN_RUNS = 6, 1
 MIN_BUDGET = 60.0
+PACKING_TOLERANCE = 0.05   # aggregate speeds this close count as equal (run-to-run noise of a short trial)
 
 
 def layout(k: int) -> dict:
@@ -58,6 +59,17 @@ def data_workers(k: int, cpus: int) -> int:
 def threads(k: int, cpus: int) -> int:
     """torch CPU threads per run (OMP_NUM_THREADS): the CPUs shared out, so K runs do not oversubscribe them."""
     return max(1, cpus // k)
+
+
+def best_jobs_per_gpu(trials: list) -> Optional[int]:
+    """Runs per GPU for any sweep on this GPU model (``normpos.experiment.devices`` reads it from
+    packing.json): the fewest concurrent runs whose aggregate speed is within ``PACKING_TOLERANCE`` of the
+    best measured one (more runs for a gain inside the noise only cost memory and contention)."""
+    measured = [t for t in trials if t.get("status") == "measured"]
+    if not measured:
+        return None
+    top = max(t["aggregate_updates_per_s"] for t in measured)
+    return min(t["concurrent"] for t in measured if t["aggregate_updates_per_s"] >= top * (1 - PACKING_TOLERANCE))
 
 
 def size_grid(trial: dict, grid_seconds: float, cap: Optional[int] = None) -> dict:
