@@ -274,10 +274,12 @@ def test_trusted_legacy_checkpoint_loads_only_with_the_opt_in(tiny_bin, tmp_path
 
 
 def test_importing_the_plugin_leaves_torch_switch_alone():
-    code = "import os, normpos_fairseq; print(os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'))"
+    # a fresh process: fairseq-train imports the plugin through --user-dir, before it loads anything
+    code = ("import argparse, os, torch, normpos_fairseq; print(os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'), "
+            "argparse.Namespace in torch.serialization.get_safe_globals())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=clean_env())
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "None"
+    assert proc.stdout.split() == ["None", "True"]  # the switch untouched, the allowlist registered instead
 
 
 def test_damaged_or_missing_checkpoint_is_one_clear_error(tmp_path, trained_state):
