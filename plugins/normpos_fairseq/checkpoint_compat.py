@@ -37,6 +37,7 @@ import os
 import pickle
 import re
 import typing
+import zipfile
 
 import numpy as np
 import torch
@@ -99,11 +100,13 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=not trusted())
+        # a complete zip checkpoint is memory-mapped, so checking a multi-GB one (the runner does, before a
+        # resume) reads only its pickle; anything else (damaged, torch's pre-zip format) is read in full
+        state = torch.load(path, map_location=map_location, weights_only=not trusted(), mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         raise refusal(err, path) from None
     except (RuntimeError, EOFError, KeyError) as err:  # what torch's zip and legacy readers raise on bad bytes
-        detail = (str(err).splitlines() or [""])[0]
+        detail = (str(err).splitlines() or [""])[0].split(". ")[0]  # torch's first sentence; the rest is advice
         raise ValueError(f"checkpoint {path} is damaged or not a torch checkpoint ({type(err).__name__}: {detail})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"checkpoint {path} is not a fairseq checkpoint (no 'model' entry)")
