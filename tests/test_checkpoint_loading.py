@@ -257,6 +257,25 @@ def test_a_checkpoint_that_would_run_code_is_refused_everywhere(tiny_bin, tmp_pa
     assert not marker.exists()
 
 
+def test_a_planted_checkpoint_last_is_set_aside_by_the_runner_unrun(tmp_path, trained_state):
+    from normpos.experiment.checkpoints import repair_resume_point
+
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    good = folder / "checkpoint_1_1.pt"
+    torch.save(trained_state, good)
+    torch.save({**trained_state, "x": OpensAFile(marker)}, folder / "checkpoint_last.pt")
+    planted = (folder / "checkpoint_last.pt").read_bytes()
+
+    note = repair_resume_point(tmp_path / "run")  # what the runner does before it retries a run
+    assert re.search(r"checkpoint_last\.pt did not load \(CheckpointRefused: refused: it asks to load \S*open\b", note)
+    assert "resumed from checkpoint_1_1.pt" in note
+    assert (folder / "checkpoint_last.pt").read_bytes() == good.read_bytes()
+    assert (folder / "checkpoint_last.pt.damaged").read_bytes() == planted  # kept aside, never loaded
+    assert not marker.exists()
+
+
 @pytest.mark.slow
 def test_trusted_legacy_checkpoint_loads_only_with_the_opt_in(tiny_bin, tmp_path, trained_state, monkeypatch):
     # e.g. written by a tool that pickled a path object into the checkpoint: harmless, but not a fairseq type
