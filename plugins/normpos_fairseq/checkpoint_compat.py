@@ -102,12 +102,14 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         # a complete zip checkpoint is memory-mapped, so checking a multi-GB one (the runner does, before a
         # resume) reads only its pickle; anything else (damaged, torch's pre-zip format) is read in full
-        state = torch.load(path, map_location=map_location, weights_only=not trusted(), mmap=zipfile.is_zipfile(path))
+        state = torch.load(path, map_location=map_location, weights_only=not trusted(),
+                           mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         raise refusal(err, path) from None
     except (RuntimeError, EOFError, KeyError) as err:  # what torch's zip and legacy readers raise on bad bytes
         detail = (str(err).splitlines() or [""])[0].split(". ")[0]  # torch's first sentence; the rest is advice
-        raise ValueError(f"checkpoint {path} is damaged or not a torch checkpoint ({type(err).__name__}: {detail})") from None
+        raise ValueError(
+            f"checkpoint {path} is damaged or not a torch checkpoint ({type(err).__name__}: {detail})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"checkpoint {path} is not a fairseq checkpoint (no 'model' entry)")
     return state
@@ -116,4 +118,5 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 torch.serialization.add_safe_globals(FAIRSEQ_CHECKPOINT_GLOBALS)
 if os.environ.get(TRUST_ENV, "").strip().lower() in _TRUE:
     os.environ[TORCH_SWITCH] = "1"  # for fairseq's own torch.load calls in this process (and its children)
-    logger.warning("%s is set: checkpoints are unpickled in full, and a checkpoint can run code when loaded", TRUST_ENV)
+    logger.warning("%s is set: checkpoints are unpickled in full, and a checkpoint can run code when loaded",
+                   TRUST_ENV)
