@@ -8,15 +8,15 @@ failed reading zip archive" although good checkpoints sit beside it. So before a
 checks that ``checkpoint_last.pt`` loads. If it does not, the newest good checkpoint (by the update count stored
 in it, not by file time) is put in its place, or, when none is good, training restarts from update 0. Damaged
 files are kept aside as ``NAME.damaged``: never deleted, and never read by fairseq, scoring or pruning, which
-only look at names ending in ``.pt``.
+only look at names ending in ``.pt``. Checkpoints are read as fairseq reads them, under torch's weights_only
+protection (``normpos_fairseq.checkpoint_compat.load_checkpoint``): one that asks for more than fairseq's types
+counts as not loading, and is kept aside without any of it running.
 """
 
 import os
 import re
 import shutil
 import time
-import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -43,19 +43,6 @@ def prune_checkpoints(folder: Path, keep: bool, keep_last: bool = True) -> None:
             path.unlink()
 
 
-def load_checkpoint(path: Path) -> dict:
-    """What ``path`` holds, as fairseq would read it; raises when the file is damaged."""
-    import normpos_fairseq  # noqa: F401  the plugin lets torch >= 2.6 unpickle fairseq's checkpoints
-    import torch
-
-    with warnings.catch_warnings():
-        # the plugin's documented switch makes torch warn at every load: noise in the sweep's progress lines
-        warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
-        # a complete zip checkpoint is memory-mapped, so checking a multi-GB checkpoint reads only its pickle;
-        # anything else (damaged, or torch's pre-zip format) is read in full, which is what decides
-        return torch.load(path, map_location="cpu", mmap=zipfile.is_zipfile(path))
-
-
 @dataclass
 class Inspected:
     path: Path
@@ -68,16 +55,20 @@ def inspect(path: Path) -> Inspected:
     """Whether ``path`` loads, and the update count and epoch stored in it.
 
     An OSError (a disk that cannot be read) says nothing about the file and is raised, not called damage."""
+    # fairseq's types only, under torch's weights_only protection (memory-mapped): a file that asks for more is
+    # refused before it runs, and counts as not loading
+    from normpos_fairseq.checkpoint_compat import load_checkpoint
+
     if path.stat().st_size == 0:
         return Inspected(path, "empty file")
     try:
         state = load_checkpoint(path)
     except OSError:
         raise
-    except Exception as err:  # torch/pickle raise RuntimeError, EOFError, UnpicklingError, ... for a bad file
-        # torch's first sentence says it ("PytorchStreamReader failed reading zip archive: failed finding
-        # central directory"); the rest is advice
-        first = (str(err).splitlines() or [""])[0].split(". ")[0]
+    except Exception as err:  # ValueError (damaged; refused), or whatever else torch raises for a bad file
+        # the loader's first line says it ("is damaged or not a torch checkpoint (RuntimeError: PytorchStreamReader
+        # failed reading zip archive: failed finding central directory)"); the path is the note's already
+        first = (str(err).splitlines() or [""])[0].removeprefix(f"checkpoint {path} ")
         return Inspected(path, f"{type(err).__name__}: {first}"[:200])
     try:
         updates = int(state["optimizer_history"][-1]["num_updates"])  # what fairseq's trainer restores
