@@ -289,7 +289,9 @@ def test_a_failed_rank_stops_the_others_and_wait_reports_it(tmp_path):
 
 
 DRIVER = """
-import os, sys
+import os, signal, sys
+# as in an interactive shell: a test run in the background (CI) inherits SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from normpos.experiment import launch
 child = ("import signal, sys, time, pathlib\\n"
          "def done(*_):\\n"

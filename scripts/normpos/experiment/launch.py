@@ -219,6 +219,8 @@ class Training:
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in HANDLED_SIGNALS:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # an ignored signal stays ignored (a background job's SIGINT, for one)
             self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _restore_handlers(self) -> None:
