@@ -4,8 +4,7 @@ Files in the run directory (all written atomically):
 - ``run.json``: what this run is (config values, label, paper number, command, commit, machine);
 - ``config.yaml``: the composed config; ``command.sh``: the exact command; ``train.log``: fairseq's log;
 - ``metrics.jsonl``: one row per epoch (train/valid loss, valid BLEU, lr);
-- ``status.json``: ``finished`` | ``diverged`` | ``failed``, with the reason.
-
+- ``status.json``: ``finished`` | ``diverged`` | ``failed``, with the reason;
 - ``watch.json``: the divergence watcher's baseline (the run's first training loss), kept across resumes.
 
 A run directory belongs to one training identity (``identity.py``: every value that reaches fairseq but the
@@ -38,11 +37,15 @@ FINAL = ("finished", "diverged")
 REPO = Path(__file__).resolve().parents[3]
 
 
-def read_status(directory: Path) -> Optional[dict]:
+def read_json(path: Path) -> Optional[dict]:
     try:
-        return json.loads((directory / "status.json").read_text())
+        return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def read_status(directory: Path) -> Optional[dict]:
+    return read_json(directory / "status.json")
 
 
 def machine() -> str:
@@ -197,13 +200,6 @@ def decide(cfg: ExperimentCfg, directory: Path) -> Optional[str]:
         return None
     trained = f" ({identity.budget_words(had)}; asked {identity.budget_words(asked)})" if how == "less" else ""
     return f"{status['status']} already{trained}"
-
-
-def read_json(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def run(cfg: ExperimentCfg, job_num: int = 0) -> dict:
