@@ -24,8 +24,7 @@ matplotlib.use("Agg")  # files only, no display (CI, GPU nodes)
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from normpos.data.files import atomic_output  # noqa: E402
-from normpos.files import write_json  # noqa: E402
+from normpos.files import atomic_output, write_json  # noqa: E402
 from normpos.report.runs import FINISHED, ReportError, by_config, experiment_title, load_runs  # noqa: E402
 
 # metric key -> (axis label, True when lower is better)

@@ -26,8 +26,8 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 
-from normpos.data.files import hash_file, read_lines, write_lines
-from normpos.files import write_json
+from normpos.data.textfiles import hash_file, read_lines
+from normpos.files import write_json, write_lines
 from normpos.scoring import bleu
 from normpos.scoring.errors import ScoringError
 
