@@ -132,7 +132,8 @@ def test_compound_split_bleu_is_get_ende_bleu_on_aggressively_tokenized_wmt14(tm
     def tokenize(lines, aggressive):
         return [moses.tokenize(line, aggressive_dash_splits=aggressive, escape=True, return_str=True) for line in lines]
 
-    plain = {name: write(tmp_path / f"{name}.tok", tokenize(lines, False)) for name, lines in (("hyp", hyps), ("ref", refs))}
+    plain = {name: write(tmp_path / f"{name}.tok", tokenize(lines, False))
+             for name, lines in (("hyp", hyps), ("ref", refs))}
     split = [perl_compound_split(plain[name], tmp_path / f"{name}.atat") for name in ("hyp", "ref")]
     (expected,) = fairseq_score(tuple(split))
 

@@ -39,12 +39,14 @@ CELL = re.compile(r"(\d+\.\d+) \((\d+\.\d+) ± (\d+\.\d+)\)")
 P_VALUE = re.compile(r"\(p = (\d\.\d+)\)")
 
 
-def sacrebleu_cli(files, test: str) -> dict:
-    """{system: {metric: [score, mean, ci, p]}} and the signatures, parsed from sacrebleu's text table."""
-    cmd = [sys.executable, "-m", "sacrebleu", str(files["ref"]), "-i", str(files["base"]), str(files["better"]),
-           str(files["close"]), "-m", "bleu", "chrf", "--chrf-word-order", "2", "-lc", "--chrf-lowercase",
-           f"--paired-{test}", "-f", "text", "-w", "4", "--no-color"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SACREBLEU_SEED": str(SEED)},
+def sacrebleu_cli(ref, systems, test: str, seed: int, lowercase: bool) -> tuple:
+    """({system: {metric: [score, mean, ci, p]}}, {metric: signature}) parsed from the text table of
+    ``sacrebleu REF -i BASELINE SYS... -m bleu chrf --chrf-word-order 2 --paired-{test}`` (bootstrap rows hold
+    score, mean, CI and p; approximate randomization rows score and p; the baseline has no p)."""
+    cmd = [sys.executable, "-m", "sacrebleu", str(ref), "-i", *map(str, systems), "-m", "bleu", "chrf",
+           "--chrf-word-order", "2", f"--paired-{test}", "-f", "text", "-w", "4", "--no-color"]
+    cmd += ["-lc", "--chrf-lowercase"] if lowercase else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SACREBLEU_SEED": str(seed)},
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows, current = {}, None
@@ -74,8 +76,9 @@ def test_compare_equals_the_sacrebleu_command_line(files, tmp_path):
     ours = json.loads(out.read_text())
     assert ours["settings"] == {"seed": SEED, "bootstrap_resamples": 1000, "randomization_trials": 10000,
                                 "lowercase": True, "sentences": 200}
-    bs, bs_signatures = sacrebleu_cli(files, "bs")
-    ar, ar_signatures = sacrebleu_cli(files, "ar")
+    systems = [files["base"], files["better"], files["close"]]
+    bs, bs_signatures = sacrebleu_cli(files["ref"], systems, "bs", SEED, lowercase=True)
+    ar, ar_signatures = sacrebleu_cli(files["ref"], systems, "ar", SEED, lowercase=True)
     assert ours["signatures"] == {"bootstrap": bs_signatures, "randomization": ar_signatures}
     assert "bs:1000|seed:7|case:lc" in bs_signatures["BLEU"] and "ar:10000|seed:7" in ar_signatures["chrF2++"]
     for name in ("base", "better", "close"):

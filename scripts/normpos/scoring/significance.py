@@ -59,9 +59,9 @@ class Comparison:
     settings: dict
 
     def as_json(self) -> dict:
+        results = {name: {m: asdict(r) for m, r in by_metric.items()} for name, by_metric in self.results.items()}
         return {"baseline": self.baseline, "systems": self.systems, "settings": self.settings,
-                "signatures": self.signatures,
-                "results": {name: {m: asdict(r) for m, r in by_metric.items()} for name, by_metric in self.results.items()}}
+                "signatures": self.signatures, "results": results}
 
 
 @contextmanager
