@@ -142,6 +142,10 @@ def _train_args(cfg: ExperimentCfg, save_dir: Path) -> List[str]:
         argv.append("--cpu")
     if t.gpus > 1:
         argv += ["--distributed-world-size", str(t.gpus)]
+    if t.tensorboard:
+        # beside checkpoints/ in the run's own folder, so that `tensorboard --logdir results/runs` shows every
+        # run of every sweep side by side, named by its path (not part of the run's identity: identity.py)
+        argv += ["--tensorboard-logdir", str(save_dir.parent / "tensorboard")]
     return argv + list(t.extra_args)
 
 

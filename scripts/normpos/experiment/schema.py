@@ -82,6 +82,7 @@ class TrainCfg:
     cpu: bool = False
     gpus: int = 1                  # > 1: fairseq's distributed data parallel on this many GPUs
     num_workers: int = 1
+    tensorboard: bool = False      # fairseq's TensorBoard logs into <run dir>/tensorboard
     extra_args: List[str] = field(default_factory=list)
 
 
