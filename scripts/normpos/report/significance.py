@@ -153,8 +153,8 @@ def _lines(path: Path) -> list:
 
 def significant(m: dict) -> bool:
     """Both tests give p < 0.05 and the scores differ. sacreBLEU counts resamples whose difference is strictly
-    larger than the observed one, so two identical outputs get p = 1/(n+1) from both tests: no difference is
-    never marked."""
+    larger than the observed one, so two identical outputs get p = 1/(n+1) from both tests; a zero difference
+    is never marked."""
     return m["delta"] != 0 and significance.mark([m["p_bootstrap"], m["p_randomization"]]) == "*"
 
 
