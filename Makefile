@@ -60,16 +60,22 @@ bench-prep: $(SETUP)  ## sentences/s of our tokenize+BPE path vs a serial baseli
 # ---- experiments (configs/experiment/*.yaml). A sweep is a Hydra multirun; ARGS adds overrides, e.g.
 #   make sweep EXPERIMENT=sec3_postln_adam ARGS='seed=1 hydra/launcher=joblib hydra.launcher.n_jobs=4'
 # DRY_RUN=1 lists the fairseq-train commands without running anything.
+# On a machine with GPUs a sweep packs runs: J per GPU at once with Hydra's joblib launcher, J from
+# JOBS_PER_GPU, else the measured best for this GPU model (make gpu-proof), else 2; a launcher chosen in
+# ARGS (e.g. hydra/launcher=basic) is kept. normpos.experiment.devices decides and says why.
 EXPERIMENT ?= demo
 DATASET ?= $(shell sed -n 's|^  - override /dataset: ||p' configs/experiment/$(EXPERIMENT).yaml)
 RUN_ROOT ?= results/runs
-SWEEP = $(PY) -m normpos.sweep -m experiment=$(1) $(if $(2),dataset=$(2),) run.root=$(RUN_ROOT) $(if $(DRY_RUN),run.dry_run=true,) $(ARGS)
+JOBS_PER_GPU ?=
+SWEEP_OVERRIDES = experiment=$(1) $(if $(2),dataset=$(2),) run.root=$(RUN_ROOT) $(if $(DRY_RUN),run.dry_run=true,) $(ARGS)
+SWEEP = packing=$$($(PY) -m normpos.experiment.devices launcher-args $(if $(JOBS_PER_GPU),--jobs-per-gpu $(JOBS_PER_GPU),) \
+	-- $(SWEEP_OVERRIDES)) || exit $$?; $(PY) -m normpos.sweep -m $$packing $(SWEEP_OVERRIDES)
 REPORT = $(PY) -m normpos.report $(1) --root $(RUN_ROOT)/$(2)/$(3) --out results/$(2)/$(3)
 IWSLT_EXPERIMENTS = sec3_postln_adam sec3_postln_sgd sec4_preln_vs_postln sec4_radam appH_postln_small_lr
 # the Multi30k grid at the IWSLT model size (what a single GPU reproduces in minutes)
 MULTI30K_EXPERIMENTS = sec3_postln_adam sec4_preln_vs_postln
 
-sweep: $(SETUP)  ## run one experiment's sweep: EXPERIMENT=name [DATASET=...] [ARGS=...] [DRY_RUN=1]
+sweep: $(SETUP)  ## run one experiment's sweep: EXPERIMENT=name [DATASET=...] [ARGS=...] [DRY_RUN=1] [JOBS_PER_GPU=N]
 	$(call SWEEP,$(EXPERIMENT),$(DATASET))
 
 table: $(SETUP)  ## Markdown/LaTeX/CSV table of an experiment: EXPERIMENT=name [DATASET=...] -> results/DATASET/EXPERIMENT

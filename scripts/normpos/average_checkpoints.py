@@ -4,18 +4,20 @@
 
 fairseq's own ``scripts/average_checkpoints.py`` is not shipped in the fairseq package, so this is the same
 computation: element-wise mean of every tensor in ``state["model"]``, the rest (args, config, optimizer
-history) taken from the last checkpoint. Checkpoints are pickles: load only ones you trust (see README).
-The output is written to a temporary name and renamed, so a killed run never leaves a half-written file.
+history) taken from the last checkpoint. Checkpoints are loaded with torch's weights_only protection
+(``normpos_fairseq.checkpoint_compat.load_checkpoint``): one that asks for other types than a fairseq
+checkpoint holds is refused in one line, before any of it runs. The output is written to a temporary name and
+renamed (``normpos.files.atomic_output``), so a killed run never leaves a half-written file.
 """
 
 import argparse
-import os
 from pathlib import Path
 from typing import List, Sequence
 
 import torch
 
-import normpos_fairseq  # noqa: F401  (lets torch >= 2.6 unpickle fairseq checkpoints)
+from normpos.files import atomic_output
+from normpos_fairseq.checkpoint_compat import load_checkpoint
 
 
 def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
@@ -27,7 +29,7 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
     total = None
     state = None
     for path in paths:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         model = state["model"]
         if total is None:
             total = {k: v.detach().clone().double() for k, v in model.items()}
@@ -39,10 +41,8 @@ def average_checkpoints(paths: Sequence[Path], out: Path) -> Path:
     dtypes = {k: v.dtype for k, v in state["model"].items()}
     state["model"] = {k: (v / len(paths)).to(dtypes[k]) for k, v in total.items()}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        torch.save(state, tmp)
     return out
 
 
@@ -53,7 +53,7 @@ def main(argv: List[str] = None) -> int:
     args = parser.parse_args(argv)
     try:
         average_checkpoints(args.checkpoints, args.out)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # a refused checkpoint is a ValueError too
         parser.exit(2, f"normpos: error: {err}\n")
     print(f"averaged {len(args.checkpoints)} checkpoints into {args.out}")
     return 0

@@ -11,12 +11,14 @@ from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from normpos.plugin import PLUGIN_DIR
+from normpos.precision import parse_args_and_arch
 
 
 def train_cfg(data_dir, *argv: str, langs: Sequence[str] = ("de", "en")):
-    """Parse ``fairseq-train DATA_DIR ARGV`` (plus our --user-dir and -s/-t) into fairseq's config."""
+    """Parse ``fairseq-train DATA_DIR ARGV`` (plus our --user-dir and -s/-t) into fairseq's config, with
+    ``--bf16`` meaning bfloat16 on CPU/CUDA as in ``normpos.fairseq_run`` (``normpos.precision``)."""
     parser = options.get_training_parser()
-    args = options.parse_args_and_arch(
+    args = parse_args_and_arch(
         parser, [str(data_dir), "--user-dir", str(PLUGIN_DIR), "-s", langs[0], "-t", langs[1], *argv]
     )
     return convert_namespace_to_omegaconf(args)

@@ -7,15 +7,21 @@ It is fairseq's own ``cli_main`` (same parser, same training loop), plus: ``--us
 ``plugins/normpos_fairseq`` is added; a missing data folder and bad optimizer/schedule values are reported
 before fairseq loads anything; and a ``ValueError``/``FileNotFoundError`` (a bad option value, a missing file) is printed as one line
 ``normpos: error: ...`` with exit code 2 instead of a traceback. Set ``NORMPOS_TRACEBACK=1`` to see it.
+``--bf16`` trains in bfloat16 on CPU and CUDA rather than asking for a TPU (``normpos.precision``).
+A checkpoint that torch's weights_only loader refuses (``pickle.UnpicklingError``: it asks for types a
+fairseq checkpoint does not hold, see ``normpos_fairseq.checkpoint_compat``) is reported the same way, with
+the checkpoint the command named and how to opt in for a trusted file.
 """
 
 import importlib
 import os
+import pickle
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from normpos.plugin import PLUGIN_DIR
+from normpos.precision import fairseq_parses_bf16_without_tpu, parse_args_and_arch
 
 TOOLS = {"train": "fairseq_cli.train", "generate": "fairseq_cli.generate", "preprocess": "fairseq_cli.preprocess"}
 
@@ -46,10 +52,32 @@ def check_train_options(argv: List[str]) -> None:
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.optim.lr_scheduler import build_lr_scheduler
 
-    args = options.parse_args_and_arch(options.get_training_parser(), with_plugin(argv))
+    args = parse_args_and_arch(options.get_training_parser(), with_plugin(argv))
     cfg = convert_namespace_to_omegaconf(args)
     optimizer = optim.build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
     build_lr_scheduler(cfg.lr_scheduler, optimizer)
+
+
+def option_value(argv: List[str], flag: str, default: Optional[str] = None) -> Optional[str]:
+    """The value of ``--flag VALUE`` or ``--flag=VALUE`` in a command line (the last one, as argparse keeps)."""
+    value = default
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg[len(flag) + 1:]
+    return value
+
+
+def checkpoint_named(tool: str, argv: List[str]) -> str:
+    """The checkpoint(s) the command loads, as fairseq resolves them: ``--path`` for generate; for train the
+    ``--restore-file``, whose default ``checkpoint_last.pt`` lives in ``--save-dir``."""
+    if tool != "train":
+        return option_value(argv, "--path", "(--path)")
+    restore = option_value(argv, "--restore-file", "checkpoint_last.pt")
+    if restore == "checkpoint_last.pt":
+        return os.path.join(option_value(argv, "--save-dir", "checkpoints"), restore)
+    return restore
 
 
 def run(tool: str, argv: List[str]) -> int:
@@ -60,7 +88,9 @@ def run(tool: str, argv: List[str]) -> int:
         check_train_options(argv)
     module = importlib.import_module(TOOLS[tool])
     sys.argv = [f"fairseq-{tool}", *with_plugin(argv)]
-    module.cli_main()
+    # cli_main parses sys.argv itself; the context makes its parse keep --bf16 off the TPU (normpos.precision)
+    with fairseq_parses_bf16_without_tpu():
+        module.cli_main()
     return 0
 
 
@@ -71,9 +101,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return run(argv[0], argv[1:])
-    except (UsageError, ValueError, FileNotFoundError) as err:
+    except (UsageError, ValueError, FileNotFoundError, pickle.UnpicklingError) as err:
         if os.environ.get("NORMPOS_TRACEBACK"):
             raise
+        if isinstance(err, pickle.UnpicklingError):
+            from normpos_fairseq.checkpoint_compat import CheckpointRefused, refusal
+
+            if not isinstance(err, CheckpointRefused):  # torch's many-line message, from fairseq's own torch.load
+                err = refusal(err, checkpoint_named(argv[0], argv[1:]))
         print(f"normpos: error: {err}", file=sys.stderr)
         return 2
 

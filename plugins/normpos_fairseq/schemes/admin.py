@@ -133,6 +133,18 @@ def checkpoint_to_restore(args) -> Optional[str]:
     return restore if os.path.isfile(restore) else None
 
 
+def is_first_rank() -> bool:
+    """Whether this process is rank 0 of its torch.distributed group (or the only process).
+
+    Not ``args.distributed_rank``: the model's args are the parse-time copy, where fairseq leaves it at 0 on
+    every rank; the real rank lives in ``cfg.distributed_training`` and in torch.distributed, which
+    fairseq's ``distributed_utils.call_main`` initializes before ``fairseq_cli.train.main`` builds the model.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return True
+
+
 def write_json_atomic(path: str, data) -> None:
     """Write ``data`` as JSON to a temp file beside ``path``, then rename: never a half-written profile."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -332,7 +344,7 @@ class Admin(NormScheme):
         data = profile(model, task, args)
         if data is None or not path:
             return
-        if getattr(args, "distributed_rank", 0) not in (0, None):
+        if not is_first_rank():
             return  # every rank profiles the same batches; rank 0 keeps the file
         folder = os.path.dirname(os.path.abspath(path))
         if explicit:

@@ -142,11 +142,22 @@ def _train_args(cfg: ExperimentCfg, save_dir: Path) -> List[str]:
         argv.append("--cpu")
     if t.gpus > 1:
         argv += ["--distributed-world-size", str(t.gpus)]
+        if t.cpu:
+            # fairseq's spawn starts one rank per CUDA device (none on CPU): launch.py starts each rank itself
+            # and adds --distributed-rank and the rendezvous address. gloo is torch's CPU backend; legacy_ddp
+            # because fairseq's c10d DDP passes device_ids, which torch refuses for CPU modules.
+            argv += ["--distributed-no-spawn", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
     if t.tensorboard:
         # beside checkpoints/ in the run's own folder, so that `tensorboard --logdir results/runs` shows every
         # run of every sweep side by side, named by its path (not part of the run's identity: identity.py)
         argv += ["--tensorboard-logdir", str(save_dir.parent / "tensorboard")]
     return argv + list(t.extra_args)
+
+
+def local_processes(cfg: ExperimentCfg) -> int:
+    """How many processes the runner starts for one run: one per rank for data parallelism on CPU, else one
+    (on GPUs fairseq spawns the ranks itself)."""
+    return cfg.train.gpus if cfg.train.cpu else 1
 
 
 def train_argv(cfg: ExperimentCfg, directory: Path) -> List[str]:

@@ -16,6 +16,9 @@ LINE = re.compile(r"(?:\|\s*|INFO:)(train_inner|train|valid)(?:\s*\|\s*|:)(\{.*\
 DIVERGENCE_MARKERS = ("Minimum loss scale reached", "gradients are Nan/Inf", "FloatingPointError",
                       "loss is nan", "loss is inf")
 
+# how Python prints an OSError in a traceback or a log line (a full disk, a read-only folder)
+OS_ERROR = re.compile(r"\[Errno \d+\] [^:'\"\n]+")
+
 
 def parse_line(line: str) -> Optional[Tuple[str, dict]]:
     """(kind, stats) for a fairseq json stats line, else None. Numbers are converted to float."""

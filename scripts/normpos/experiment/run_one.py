@@ -30,7 +30,7 @@ from normpos.provenance import git_commit
 
 from . import command, devices, identity, launch, sweep_log
 from .lock import Busy, run_lock
-from .checkpoints import prune_checkpoints
+from .checkpoints import prune_checkpoints, repair_resume_point
 from .watch import Watcher, load_metrics, save_metrics
 from .schema import ExperimentCfg
 
@@ -96,11 +96,11 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
     """Run fairseq-train, stream its log, stop it on divergence; return the status record."""
     metrics = load_metrics(directory / "metrics.jsonl")  # a resumed run keeps its earlier epochs
     watcher = Watcher(cfg.run.divergence_factor, metrics, state=directory / "watch.json",
-                      max_update=cfg.train.max_update)
+                      max_update=cfg.train.max_update, max_epoch=cfg.train.max_epoch)
     start = time.time()
     with open(directory / "train.log", "a", encoding="utf-8") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {command.shell_line(argv)}\n")
-        training = launch.Training(argv, env)
+        training = launch.Training(argv, env, processes=command.local_processes(cfg), log_dir=directory)
         tail: List[str] = []
         try:
             for line in training.lines:
@@ -117,6 +117,9 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
                 if watcher.diverged:
                     training.stop()
                     break
+        except BaseException:
+            training.stop()  # our side failed (e.g. train.log on a full disk): fairseq must not block on its pipe
+            raise
         finally:
             code = training.wait()
     updates = max((m["num_updates"] for m in metrics.values()), default=0)
@@ -126,7 +129,10 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
     if code != 0 and watcher.saw_marker:
         return {**base, "status": "diverged", "reason": f"fairseq stopped: {watcher.saw_marker}"}
     if code != 0:
-        return {**base, "status": "failed", "reason": f"exit code {code}: " + " / ".join(tail[-3:])}
+        ranks = " (ranks > 0 log to train.rank<R>.log)" if command.local_processes(cfg) > 1 else ""
+        # fairseq's OSError (e.g. "[Errno 28] No space left on device") may sit above the last lines
+        detail = ([watcher.os_error] if watcher.os_error else []) + tail[-3:]
+        return {**base, "status": "failed", "reason": f"exit code {code}{ranks}: " + " / ".join(detail)}
     return {**base, "status": "finished", "reason": ""}
 
 
@@ -145,10 +151,23 @@ def sweep_eta(run_left: Optional[float], run_elapsed: float, runs_after: int, pa
 def child_env(cfg: ExperimentCfg, job_num: int) -> dict:
     # unbuffered: the log is read line by line while training runs (progress, divergence)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    gpu = devices.gpu_for_job(cfg.run.gpu_ids, job_num)
+    gpu = devices.gpu_for_job(cfg, job_num)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     return env
+
+
+def command_script(cfg: ExperimentCfg, argv: List[str]) -> str:
+    """command.sh: the exact command; for data parallelism on CPU, one process per rank, as launch starts them."""
+    processes = command.local_processes(cfg)
+    if processes == 1:
+        return "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n"
+    lines = ["#!/usr/bin/env bash", f"# {processes} CPU ranks (train.gpus={processes}, train.cpu=true), "
+             "rendezvous on 127.0.0.1:$PORT", "PORT=${PORT:-29500}"]
+    for rank in range(processes):
+        line = command.shell_line(launch.rank_argv(argv, rank, 0)).replace("tcp://127.0.0.1:0", "tcp://127.0.0.1:$PORT")
+        lines.append(line + " &")
+    return "\n".join(lines + ["wait", ""])
 
 
 class Refused(Exception):
@@ -221,12 +240,15 @@ def run_locked(cfg: ExperimentCfg, directory: Path, argv: List[str], job_num: in
     else:
         write_json(directory / "run.json", describe(cfg, argv), sort_keys=True)
         write_text(directory / "config.yaml", OmegaConf.to_yaml(cfg))
-        write_text(directory / "command.sh", "#!/usr/bin/env bash\n" + command.shell_line(argv) + "\n")
+        write_text(directory / "command.sh", command_script(cfg, argv))
+        recovered = repair_resume_point(directory)  # a damaged checkpoint_last.pt: the newest good one, or none
         resumed = (directory / "checkpoints" / "checkpoint_last.pt").exists()
         print(f"[{directory}] {'resuming' if resumed else 'training'}", flush=True)
         runs_after, parallel = (plan[0] - job_num - 1, plan[1]) if plan else (0, 1)
         status = train(cfg, directory, argv, child_env(cfg, job_num), runs_after, parallel)
         status["budget"] = identity.budget(cfg.train.max_update, cfg.train.max_epoch)
+        if recovered:
+            status["recovered"] = recovered
         write_json(directory / "status.json", status, sort_keys=True)
         print(f"[{directory}] {status['status']} {status['reason']}".rstrip(), flush=True)
     if cfg.eval.score and status["status"] == "finished":

@@ -80,7 +80,7 @@ class TrainCfg:
     fp16: bool = False
     bf16: bool = False
     cpu: bool = False
-    gpus: int = 1                  # > 1: fairseq's distributed data parallel on this many GPUs
+    gpus: int = 1                  # > 1: data parallel over this many GPUs (nccl) or, with cpu, CPU processes (gloo)
     num_workers: int = 1
     tensorboard: bool = False      # fairseq's TensorBoard logs into <run dir>/tensorboard
     extra_args: List[str] = field(default_factory=list)

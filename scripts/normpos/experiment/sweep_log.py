@@ -8,7 +8,9 @@ sweep's parts meet only through files. This Hydra callback (``hydra.callbacks`` 
 - each run appends one JSON line to it when it ends (:func:`record`; a single ``O_APPEND`` write, so
   concurrent jobs never interleave);
 - at the end prints a summary (finished, diverged, failed, skipped, with the failed run directories) and
-  exits non-zero when a run failed. A diverged run is an outcome of the experiment, not a failure.
+  exits non-zero when a run failed, or when fewer outcomes were recorded than jobs ran (a job that crashed,
+  or a full disk that took the outcome line too). A diverged run is an outcome of the experiment, not a
+  failure.
 """
 
 import json
@@ -75,7 +77,7 @@ class SweepLog(Callback):
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"
         self.path.touch()
-        total = count_jobs(config)
+        total = self.total = count_jobs(config)
         os.environ[ENV_LOG], os.environ[ENV_TOTAL] = str(self.path), str(total)
         os.environ[ENV_PARALLEL] = str(config.hydra.launcher.get("n_jobs") or 1)
         if not config.run.dry_run:
@@ -84,8 +86,14 @@ class SweepLog(Callback):
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         if config.run.dry_run:
             return
-        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        try:
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        except OSError:
+            rows = []
         text, failed = summarize(rows)
+        missing = self.total - len(rows)
+        if missing > 0:  # a job that crashed, or whose outcome line could not be written (a full disk)
+            text += f"\n  {missing} of {self.total} runs left no outcome: see the lines above"
         print(text, flush=True)
-        if failed:
+        if failed or missing > 0:
             sys.exit(1)  # SystemExit passes through Hydra's error reporting: the sweep's exit status

@@ -8,6 +8,7 @@ kept in ``<run dir>/watch.json`` so that a resumed run compares against the loss
 """
 
 import json
+import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -20,23 +21,28 @@ class Watcher:
     """Follows fairseq's log: collects per-epoch metrics, spots divergence in the training loss."""
 
     def __init__(self, factor: float, metrics: Dict[int, dict], state: Optional[Path] = None,
-                 max_update: int = 0):
+                 max_update: int = 0, max_epoch: int = 0):
         self.factor = factor
         self.metrics = metrics
         self.state = state  # watch.json: the divergence baseline, kept across resumes
         self.first_loss: Optional[float] = _read_baseline(state)
-        self.max_update = max_update
+        self.max_update, self.max_epoch = max_update, max_epoch
         self.eta_seconds: Optional[float] = None
+        self._since: Optional[tuple] = None  # (time, fractional epoch) of the first progress seen
         self.train_summary: dict = {}
         self.progress: Optional[float] = None
         self.diverged: Optional[str] = None
         self.saw_marker: Optional[str] = None
+        self.os_error: Optional[str] = None  # the last "[Errno N] ..." fairseq printed: why it may have stopped
 
     def feed(self, line: str) -> bool:
         """Take one log line; return True when the epoch metrics changed."""
         for marker in fairseq_log.DIVERGENCE_MARKERS:
             if marker in line:
                 self.saw_marker = marker
+        os_error = fairseq_log.OS_ERROR.search(line)
+        if os_error:
+            self.os_error = os_error.group(0).strip()
         parsed = fairseq_log.parse_line(line)
         if not parsed:
             return False
@@ -44,8 +50,7 @@ class Watcher:
         if kind == "train_inner":
             updates = int(stats.get("num_updates", 0) or 0)
             ups = stats.get("ups")
-            if self.max_update and isinstance(ups, float) and ups > 0:
-                self.eta_seconds = max(0.0, (self.max_update - updates) / ups)
+            self.eta_seconds = self._time_left(updates, ups, stats.get("update"))
             eta = f", ~{self.eta_seconds / 60:.1f} min left" if self.eta_seconds is not None else ""
             print(f"  update {updates}: train loss {stats.get('loss')}, lr {stats.get('lr')}, "
                   f"{ups} updates/s{eta}", flush=True)
@@ -63,6 +68,21 @@ class Watcher:
             self.metrics[record["num_updates"]] = record
             return True
         return False
+
+    def _time_left(self, updates: int, ups, progress) -> Optional[float]:
+        """Seconds to the nearer budget: updates left at fairseq's measured updates/s, or epochs left at the
+        rate of fractional epochs per second seen in this session."""
+        left = []
+        if self.max_update and isinstance(ups, float) and ups > 0:
+            left.append(max(0.0, (self.max_update - updates) / ups))
+        if self.max_epoch and isinstance(progress, float):
+            now = time.time()
+            if self._since is None:
+                self._since = (now, progress)
+            elif progress > self._since[1]:
+                rate = (progress - self._since[1]) / (now - self._since[0])
+                left.append(max(0.0, (self.max_epoch - progress) / rate))
+        return min(left) if left else None
 
     def _check_loss(self, loss, updates: int) -> None:
         if loss is None or self.diverged:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from fairseq.modules import MultiheadAttention
 from torch import nn
 
 from normpos.plugin import PLUGIN_DIR
+from normpos_fairseq.checkpoint_compat import refusal
 
 # The paper's IWSLT14 model (App. A.1); the shape itself lives in the plugin's architecture.
 ARCH = "normpos_iwslt_de_en"
@@ -94,11 +96,12 @@ def build(data_dir: Path, setting: Setting, depth: int, seed: int):
 
 def load_checkpoint(data_dir: Path, path: Path):
     """(cfg, task, model, criterion) from a fairseq checkpoint, e.g. a Post-LN model after warm-up (Fig. 3a)."""
-    import normpos_fairseq  # noqa: F401  (lets torch >= 2.6 unpickle fairseq checkpoints)
-
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = checkpoint_utils.load_checkpoint_to_cpu(str(path), arg_overrides={"data": str(data_dir)})
+    try:  # fairseq's loader (it upgrades old states), under torch's weights_only protection
+        state = checkpoint_utils.load_checkpoint_to_cpu(str(path), arg_overrides={"data": str(data_dir)})
+    except pickle.UnpicklingError as err:
+        raise refusal(err, path) from None  # one line; a ValueError, which the CLI reports as such
     cfg = state["cfg"]
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
