@@ -16,7 +16,7 @@ from normpos.data import multi30k
 from normpos.data.__main__ import main
 from normpos.data.download import Identity, Resource, extract, fetch
 from normpos.data.errors import DataError
-from normpos.data.files import hash_file
+from normpos.data.textfiles import hash_file
 from normpos.data.prepare import prepare
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once, like a machine offline

@@ -22,7 +22,7 @@ from normpos.data import multi30k, transfer
 from normpos.data.__main__ import main
 from normpos.data.download import Identity, Resource, fetch
 from normpos.data.errors import DataError
-from normpos.data.files import hash_file
+from normpos.data.textfiles import hash_file
 from test_data_download import leftovers, make_tgz
 
 CUT = 40_000  # bytes a cut or stalled response delivers; the archive is about 150 KB

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import shared_data
 from normpos.data import iwslt14
-from normpos.data.files import read_lines
+from normpos.data.textfiles import read_lines
 from normpos.data.parallel import map_lines
 from normpos.data.prepare import prepare
 from normpos.data.subword import Encoder, SubwordSpec, learn

@@ -12,7 +12,7 @@ import pytest
 from conftest import shared_data
 from normpos.data import multi30k
 from normpos.data.__main__ import main
-from normpos.data.files import read_lines
+from normpos.data.textfiles import read_lines
 
 RAW_LINES = {"train": 29000, "valid": 1014, "test": 1000}
 

@@ -4,7 +4,8 @@ import pytest
 
 from normpos.data.clean import CleanRule, check_parallel, clean_corpus, keep
 from normpos.data.errors import DataError
-from normpos.data.files import atomic_output, count_lines, read_lines, write_lines
+from normpos.data.textfiles import count_lines, read_lines
+from normpos.files import atomic_output, write_lines
 from normpos.data.parallel import map_lines
 from normpos.data.sgm import segments
 

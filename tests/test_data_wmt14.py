@@ -13,7 +13,7 @@ import pytest
 from conftest import shared_data
 from normpos.data import wmt14
 from normpos.data.errors import DataError
-from normpos.data.files import hash_file, read_lines, text_hash
+from normpos.data.textfiles import hash_file, read_lines, text_hash
 from normpos.data.prepare import prepare
 from normpos.data.sgm import segments
 from normpos.data.tokenize import MosesLine

@@ -102,7 +102,10 @@ def test_tiny_sweep_to_scores_table_and_figures(tiny_bin, tmp_path):
     assert len(dirs) == 4
     for d in dirs:
         score = json.loads((d / "score.json").read_text())
-        assert 0 <= score["test_tok_bleu"] <= 100 and "nrefs:1" in score["sacrebleu_signature"]
+        assert (round(score["sacrebleu"], 4), score["sacrebleu_signature"]) == tuple(json.loads(subprocess.run(  # = CLI
+            [sys.executable, "-m", "sacrebleu", str(tiny_bin.parent / "ref" / "test.en"), "-i", str(d / "test.hyp.detok.txt"),
+             "-w", "4", "-f", "json", *["-lc"] * score["lowercase"]], capture_output=True, text=True, check=True).stdout)[k]
+            for k in ("score", "signature"))
         # pruned: scoring's checkpoint, and the last one (a larger budget continues from it); no interval ones
         assert sorted(p.name for p in (d / "checkpoints").glob("*.pt")) == ["checkpoint_best.pt", "checkpoint_last.pt"]
     root, out = tmp_path / "multi30k" / "demo", tmp_path / "report"

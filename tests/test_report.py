@@ -35,17 +35,22 @@ def post_ln_no_warmup(epoch, offset):
 
 
 def fabricate(root: Path, config, label, scheme, warmup, seed, curve, epochs, status="finished", score=None,
-              paper=None, nan_after=None):
+              paper=None, nan_after=None, budget_in=(), python="python"):
+    """A run directory as the sweep writes it; ``budget_in`` names the files that record the budget
+    (run.json, status.json; none: a run from before budgets were recorded)."""
     run = root / config / f"seed-{seed}"
     run.mkdir(parents=True)
+    budget = {"max_update": 0, "max_epoch": 20}
     info = {"dataset": "iwslt14", "experiment": "sec4_preln_vs_postln", "config": config, "label": label,
             "seed": seed, "scheme": scheme, "optimizer": "adam", "lr": 5e-4, "warmup_updates": warmup,
-            "paper": paper, "command": f"python -m normpos.fairseq_run train ... --seed {seed}",
-            "commit": "abc1234", "machine": "test machine", "section": "sec. 4, Fig. 4"}
+            "paper": paper, "command": f"{python} -m normpos.fairseq_run train ... --seed {seed}",
+            "commit": "abc1234", "machine": "test machine", "section": "sec. 4, Fig. 4",
+            **({"budget": budget} if "run.json" in budget_in else {})}
     (run / "run.json").write_text(json.dumps(info))
     reason = "loss is nan" if status == "diverged" else ""
     (run / "status.json").write_text(json.dumps({"status": status, "reason": reason, "num_updates": 1000 * epochs,
-                                                 "epochs": epochs, "wall_seconds": 1}))
+                                                 "epochs": epochs, "wall_seconds": 1,
+                                                 **({"budget": budget} if "status.json" in budget_in else {})}))
     offset = {1: -0.01, 2: 0.0, 3: 0.01}[seed]
     with open(run / "metrics.jsonl", "w") as f:
         for epoch in range(1, epochs + 1):
@@ -69,9 +74,10 @@ def experiment(tmp_path):
     paper = {"test_bleu": 34.0, "source": "Xiong et al. 2020, sec. 3.2 (IWSLT14)"}
     for seed, score in zip((1, 2, 3), ((34.1, 33.0), (34.3, 33.2), (34.5, 33.4))):
         fabricate(root, POST_WU, "Post-LN, warm-up 4000 (T_warmup)", "post_ln", 4000, seed, post_ln_warmup, 20,
-                  score=score, paper=paper)
+                  score=score, paper=paper, budget_in=("run.json", "status.json"),
+                  python="/home/someone/repo/.venv/bin/python3.11")
     for seed, score in zip((1, 2, 3), ((35.0, 34.0), (35.4, 34.6), None)):  # seed 3 finished, not scored yet
-        fabricate(root, PRE, "Pre-LN, no warm-up", "pre_ln", 1, seed, pre_ln, 20, score=score)
+        fabricate(root, PRE, "Pre-LN, no warm-up", "pre_ln", 1, seed, pre_ln, 20, score=score, budget_in=("run.json",))
     fabricate(root, POST_NO_WU, "Post-LN, no warm-up", "post_ln", 1, 1, post_ln_no_warmup, 3, status="diverged",
               paper={"test_bleu": 8.45}, nan_after=2)
     fabricate(root, POST_NO_WU, "Post-LN, no warm-up", "post_ln", 1, 2, post_ln_no_warmup, 20, score=(8.0, 7.5),
@@ -82,7 +88,7 @@ def experiment(tmp_path):
 def test_table_has_the_means_stds_diverged_counts_and_paper_column(experiment, tmp_path):
     out = tmp_path / "results" / "iwslt14" / "sec4_preln_vs_postln"
     paths = make_table(experiment, out)
-    assert set(paths) == {"md", "tex", "csv"} and all(p.is_file() for p in paths.values())
+    assert {"md", "tex", "csv"} <= set(paths) and all(p.is_file() for p in paths.values())
 
     rows = {r["config"]: r for r in csv.DictReader(open(paths["csv"]))}
     assert list(rows) == [POST_NO_WU, POST_WU, PRE]  # Post-LN first, then by warm-up: the paper's order
@@ -92,6 +98,11 @@ def test_table_has_the_means_stds_diverged_counts_and_paper_column(experiment, t
     assert float(post["sacrebleu_mean"]) == pytest.approx(33.2) and float(post["sacrebleu_std"]) == pytest.approx(0.2)
     assert float(post["best_valid_loss_mean"]) == pytest.approx(4.3)  # 4 + 6/20, seed offsets cancel
     assert float(post["epochs_mean"]) == 20 and float(post["paper_test_bleu"]) == 34.0
+    # the budget: from status.json or run.json; runs written before budgets were recorded say so
+    assert (post["budget"], float(post["num_updates_mean"])) == ("20 epochs", 20000)
+    assert rows[PRE]["budget"] == "20 epochs" and rows[POST_NO_WU]["budget"] == "not recorded"
+    assert float(rows[POST_NO_WU]["num_updates_mean"]) == 20000  # finished seeds only (the diverged one ran 3000)
+    assert post["is_baseline"] == "True" and rows[PRE]["is_baseline"] == "False"
     pre = rows[PRE]
     assert float(pre["tok_bleu_mean"]) == pytest.approx(35.2)
     assert float(pre["tok_bleu_std"]) == pytest.approx(0.2828427, abs=1e-6)  # sample std of 35.0, 35.4
@@ -107,10 +118,16 @@ def test_table_has_the_means_stds_diverged_counts_and_paper_column(experiment, t
     assert "35.20 ± 0.28 (2/3)" in md  # the mean covers the 2 scored of the 3 finished seeds, and says so
     assert "compound-split" not in md.splitlines()[2]  # the column is for WMT14 runs only
     line = next(line for line in md.splitlines() if line.startswith("| Post-LN, no warm-up"))
+    # no chrF++ in these old score.json files, no decoded test set to compare with the baseline
     assert [c.strip() for c in line.strip("|").split("|")] == ["Post-LN, no warm-up", "2", "1", "0", "8.00", "7.50",
-                                                                "7.100", "20", "8.45"]
+                                                                "–", "–", "–", "7.100", "20",
+                                                                "not recorded (20,000)", "8.45"]
+    assert " baseline |" in next(line for line in md.splitlines() if line.startswith("| Post-LN, warm-up 4000"))
+    assert "Post-LN, no warm-up, seed 2: not compared (seed 2 has no test.hyp.detok.txt" in md
     assert SIGNATURE in md and "seed 1: diverged (loss is nan)" in md
     assert "## Provenance" in md and "`abc1234`" in md and "test machine" in md and "--seed 3" in md
+    # the command as it runs on any clone: not the interpreter path of the machine that made it
+    assert "/home/someone" not in md and "`python -m normpos.fairseq_run train ... --seed 1`" in md
     assert "Xiong et al. 2020, sec. 3.2 (IWSLT14)" in md
 
     tex = paths["tex"].read_text()

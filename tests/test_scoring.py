@@ -51,6 +51,19 @@ def perturb(lines, seed=0):
     return out
 
 
+def scramble(lines, seed=0):
+    """A weaker system (BLEU ~50 against the reference): words dropped and neighbours swapped throughout."""
+    rng = random.Random(seed)
+    out = []
+    for line in lines:
+        words = [w for w in line.split() if rng.random() > 0.12]
+        for i in range(len(words) - 1):
+            if rng.random() < 0.15:
+                words[i], words[i + 1] = words[i + 1], words[i]
+        out.append(" ".join(words))
+    return out
+
+
 def write(path: Path, lines) -> Path:
     path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     return path
@@ -95,6 +108,45 @@ def test_tokenized_and_compound_split_bleu_equal_fairseq_score(iwslt_pair, tmp_p
     assert bleu.compound_split("a well-known x-ray - fine") == "a well ##AT##-##AT## known x ##AT##-##AT## ray - fine"
 
 
+def perl_compound_split(src: Path, out: Path) -> Path:
+    """compound_split_bleu.sh's (and get_ende_bleu.sh's) own rule, run by perl."""
+    with open(src, "rb") as fin, open(out, "wb") as fout:
+        subprocess.run(["perl", "-ple", r"s{(\S)-(\S)}{$1 ##AT##-##AT## $2}g"], stdin=fin, stdout=fout, check=True)
+    return out
+
+
+def test_compound_split_bleu_is_get_ende_bleu_on_aggressively_tokenized_wmt14(tmp_path):
+    """Our WMT14 text is Moses-tokenized with -a (hyphens become @-@). The expected score is derived without
+    our code: the same newstest2014 lines tokenized *without* -a (tensor2tensor's get_ende_bleu.sh), the perl
+    rule, fairseq-score. Applying the rule to the -a text instead inflates it by more than half a point."""
+    from sacremoses import MosesTokenizer
+
+    from normpos.data.sgm import segments
+
+    if shutil.which("perl") is None:
+        pytest.skip("perl is absent: the compound-splitting rule is checked against perl itself")
+    refs = list(segments(shared_data("wmt14", "test-full", "newstest2014-deen-ref.de.sgm")))[:300]
+    hyps = scramble(refs)
+    moses = MosesTokenizer(lang="de")
+
+    def tokenize(lines, aggressive):
+        return [moses.tokenize(line, aggressive_dash_splits=aggressive, escape=True, return_str=True) for line in lines]
+
+    plain = {name: write(tmp_path / f"{name}.tok", tokenize(lines, False))
+             for name, lines in (("hyp", hyps), ("ref", refs))}
+    split = [perl_compound_split(plain[name], tmp_path / f"{name}.atat") for name in ("hyp", "ref")]
+    (expected,) = fairseq_score(tuple(split))
+
+    hyps_a, refs_a = tokenize(hyps, True), tokenize(refs, True)
+    assert sum("@-@" in line for line in refs_a) > 30  # the sample has hyphenated compounds
+    ours = bleu.compound_split_bleu(hyps_a, refs_a)
+    assert ours.text == expected
+    # the rule alone on -a text: "x @-@ y" -> "x @ ##AT##-##AT## @ y", two always-matching tokens per hyphen
+    naive = bleu.tokenized_bleu(*[[bleu.COMPOUND.sub(r"\1 ##AT##-##AT## \2", line) for line in side]
+                                  for side in (hyps_a, refs_a)])
+    assert naive.score - ours.score > 0.5
+
+
 def test_tokenized_bleu_refuses_misaligned_files():
     with pytest.raises(ScoringError, match="2 hypotheses but 1 references"):
         bleu.tokenized_bleu(["a b", "c"], ["a b"])
@@ -114,6 +166,30 @@ def test_sacrebleu_equals_the_command_line(iwslt_pair, tmp_path, lowercase):
     assert ours.signature == cli["signature"]
     assert ("case:lc" in ours.signature) is lowercase
     assert "&apos;" not in hyp.read_text(encoding="utf-8")  # the Moses escapes were undone
+
+    chrf = bleu.chrf_plus_plus(read(hyp), read(raw), lowercase=lowercase)
+    cmd = [sys.executable, "-m", "sacrebleu", str(raw), "-i", str(hyp), "-m", "chrf", "--chrf-word-order", "2",
+           "-w", "6", "--format", "json"]
+    proc = subprocess.run(cmd + (["--chrf-lowercase"] if lowercase else []), capture_output=True, text=True, check=True)
+    cli = json.loads(proc.stdout)
+    assert cli["name"] == "chrF2++" and round(chrf.score, 6) == cli["score"] and chrf.signature == cli["signature"]
+
+
+def test_iwslt14_references_keeping_right_quotes_are_stated_next_to_sacrebleu():
+    """prepare-iwslt14.sh maps ’ to ' before tokenizing the test text; the published references keep it."""
+    from normpos.data import iwslt14
+    from normpos.scoring.score_run import apostrophe_note
+
+    raw = list(iwslt14.test_segments(iwslt14.test_xml_files(shared_data("iwslt14", "de-en"), "en"),
+                                     replace_rsquo=False))
+    tok = read(shared_data("iwslt14", "fairseq-prepared-partial", "tmp", "test.en"))
+    hyps = bleu.detokenize(perturb(tok, seed=3), "en")  # outputs of a model trained on ' text
+    note = apostrophe_note(hyps, tok, raw, lowercase=True)
+    assert note["sacrebleu_reference_note"].startswith("196 of 6750 untokenized references keep \u2019 (U+2019)")
+    normalized = [line.replace("\u2019", "'") for line in raw]
+    assert note["sacrebleu_apostrophe_normalized"] == sacrebleu.corpus_bleu(hyps, [normalized], lowercase=True).score
+    assert note["sacrebleu_apostrophe_normalized"] > sacrebleu.corpus_bleu(hyps, [raw], lowercase=True).score
+    assert apostrophe_note(hyps, tok, normalized, lowercase=True) == {}  # nothing to say when they agree
 
 
 # ---- score_run end to end on a tiny trained model -------------------------------------------------------
@@ -220,6 +296,9 @@ def test_score_run_end_to_end(trained, tmp_path):
     assert len(hyps) == N_TEST and "@@" not in "".join(read(run / "test.hyp.tok.txt"))
     assert record["sacrebleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], lowercase=True).score)
     assert "case:lc" in record["sacrebleu_signature"] and record["lowercase"] is True
+    # chrF++ (corpus_chrf has no lowercase option: the text is lowercased for it)
+    lowered = sacrebleu.corpus_chrf([h.lower() for h in hyps], [[r.lower() for r in refs]], word_order=2)
+    assert record["chrf"] == pytest.approx(lowered.score) and "nw:2|" in record["chrf_signature"]
     assert "compound_split_bleu" not in record
     assert set(record["inputs"]) == {"checkpoints", "data", "refs", "settings"}
     assert record["inputs"]["checkpoints"].keys() == {"checkpoint_best.pt"}
@@ -228,6 +307,15 @@ def test_score_run_end_to_end(trained, tmp_path):
     before = (run / "score.json").stat().st_mtime_ns
     assert score_run(run)[0] == "skipped"
     assert (run / "score.json").stat().st_mtime_ns == before
+
+    # a score.json from an older scoring version (no chrF++): the saved decode is scored again, not decoded
+    old = dict(record, inputs={**record["inputs"], "settings": {**record["inputs"]["settings"], "scoring_version": 1}})
+    del old["chrf"]
+    (run / "score.json").write_text(json.dumps(old))
+    decoded = (run / "test.hyp.tok.txt").stat().st_mtime_ns
+    action, again = score_run(run)
+    assert action == "rescored (saved decode)" and again == record
+    assert (run / "test.hyp.tok.txt").stat().st_mtime_ns == decoded
 
     # other inputs (average of the last 2 epochs, other lenpen, compound split): rescored
     run_json = json.loads((run / "run.json").read_text())

@@ -1,8 +1,9 @@
-"""Atomic writes, used by every step of the pipeline.
+"""Atomic writes: the one place every step of the pipeline (data, runs, scoring, reports) writes files with.
 
 A file appears under its final name only when complete: it is written under a temporary name in the same
 folder and renamed into place, so an existing output is always a finished one and a killed step loses
-nothing (style guide, rule 5).
+nothing (style guide, rule 5). Text is UTF-8 with ``\\n`` line ends (reading by the same rule:
+``normpos.data.textfiles``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# Undecodable bytes become U+FFFD instead of aborting an hour into WMT14; the perl tools also carry on.
+TEXT_ERRORS = "replace"
 
 
 def _remove(path: Path) -> None:
@@ -51,3 +55,22 @@ def write_text(path: Path, text: str) -> None:
 def write_json(path: Path, value, sort_keys: bool = False) -> None:
     """Write ``value`` as indented JSON (one trailing newline) to ``path`` atomically."""
     write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+
+
+def write_lines(path: Path, lines: Iterable[str]) -> int:
+    """Write ``lines`` (without ``\\n``) to ``path`` atomically, ``\\n`` after each; return how many."""
+    n = 0
+    with atomic_output(Path(path)) as tmp, open(tmp, "w", encoding="utf-8", errors=TEXT_ERRORS, newline="\n") as f:
+        for line in lines:
+            f.write(line)
+            f.write("\n")
+            n += 1
+    return n
+
+
+def concat_files(paths: Iterable[Path], out: Path) -> None:
+    """``cat paths > out``, atomically."""
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+        for p in paths:
+            with open(p, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)

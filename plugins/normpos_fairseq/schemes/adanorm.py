@@ -14,6 +14,16 @@ also running LayerNorm-simple as ``--lnv nowb``) pass ``--encoder-normalize-befo
 and their fairseq builds the final ``layer_norm`` of each stack from the same ``--lnv`` switch.
 Their schedule: Adam (0.9, 0.98), ``inverse_sqrt`` with 8000 warm-up updates from 1e-7 to lr 1.5e-3
 (``configs/variant/ln_simple_warmup.yaml``, ``adanorm_warmup.yaml``).
+
+Deviation from the authors' released code, and the option that removes it. The paper describes the new norm
+in place of LayerNorm, and by default (``--adanorm-sites every``, ``--ln-simple-sites every``) every norm site
+gets it: each sub-layer's norm and the two final norms. In the released code only the two final norms change:
+their ``fairseq/models/transformer.py`` builds ``LayerNorm(embed_dim, args=args)`` (the ``--lnv`` switch) for the
+encoder's and decoder's final ``layer_norm`` alone, while ``fairseq/modules/transformer_layer.py`` builds every
+sub-layer's ``self_attn_layer_norm``, ``encoder_attn_layer_norm`` and ``final_layer_norm`` as
+``LayerNorm(self.embed_dim)``, an ordinary LayerNorm with gain and bias. ``--adanorm-sites final`` /
+``--ln-simple-sites final`` (in a config: ``model.scheme_args=[--adanorm-sites,final]``) reproduce that code: the
+scheme's norm at the two final norms, fairseq's LayerNorm everywhere else.
 """
 
 from ..modules.adanorm import K, SCALE, AdaNorm
@@ -21,6 +31,19 @@ from ..modules.layernorm_simple import LayerNormSimple
 from . import NormScheme, place_norms_before, register_scheme
 
 PAPER = 'Xu et al. 2019, "Understanding and Improving Layer Normalization" (arXiv:1911.07013)'
+# where the scheme's norm goes: every norm site (the paper's description), or only the stacks' final norms
+# (lancopku/AdaNorm's released code; the sub-layers keep fairseq's LayerNorm)
+SITES = ("every", "final")
+
+
+def _add_sites_arg(parser, flag: str, what: str) -> None:
+    parser.add_argument(flag, choices=SITES, default=None,
+                        help=f"where {what} replaces LayerNorm: every norm site (default, as the paper describes "
+                             "it) or only the two final norms (as the authors' released fairseq code does)")
+
+
+def _final_only(args, name: str) -> bool:
+    return _option(args, name, "every") == "final"
 
 
 @register_scheme
@@ -29,10 +52,15 @@ class LayerNormSimpleScheme(NormScheme):
     summary = "Pre-LN with LayerNorm-simple: (x - mu) / sigma, no gain or bias, at every norm site"
     paper = PAPER
 
+    def add_args(self, parser) -> None:
+        _add_sites_arg(parser, "--ln-simple-sites", "LayerNorm-simple")
+
     def configure(self, args) -> None:
         place_norms_before(args)
 
     def build_norm(self, dim, site, args):
+        if _final_only(args, "ln_simple_sites") and site.sublayer != "final":
+            return None  # fairseq's LayerNorm, as the authors' transformer_layer.py builds it
         return LayerNormSimple(dim)
 
 
@@ -47,6 +75,7 @@ class AdaNormScheme(NormScheme):
                             help=f"AdaNorm's C (default {SCALE}, lancopku/AdaNorm's --adanorm_scale)")
         parser.add_argument("--adanorm-k", type=float, metavar="K", default=K,
                             help=f"AdaNorm's k (default {K}, the paper's 1/10)")
+        _add_sites_arg(parser, "--adanorm-sites", "AdaNorm")
 
     def configure(self, args) -> None:
         place_norms_before(args)
@@ -55,6 +84,8 @@ class AdaNormScheme(NormScheme):
             raise ValueError(f"--adanorm-k must be > 0, got {k}")
 
     def build_norm(self, dim, site, args):
+        if _final_only(args, "adanorm_sites") and site.sublayer != "final":
+            return None  # fairseq's LayerNorm, as the authors' transformer_layer.py builds it
         return AdaNorm(dim, scale=_option(args, "adanorm_scale", SCALE), k=_option(args, "adanorm_k", K))
 
 

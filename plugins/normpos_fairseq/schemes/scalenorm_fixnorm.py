@@ -27,6 +27,16 @@ one ``Parameter`` (``output_projection.weight is embed_tokens.weight``):
 Hooks live on the modules, so a model rebuilt by fairseq (resume, ``fairseq-generate``, EMA copies) gets them
 again; nothing about them is stored. The authors' schedule: no warm-up, constant lr decayed by 0.8 when dev
 BLEU stalls (``configs/variant/scalenorm_fixnorm_constant.yaml``).
+
+Deviations from the authors' model (tnq177/transformers_without_tears, ``configurations.py`` defaults), kept
+so that the scheme changes only the norms and the embeddings of fairseq's Transformer:
+- output bias: their ``use_bias = True`` adds a learned bias per vocabulary entry to the logits
+  (``model.py``: ``out_bias``, zero at init, ``F.linear(h, W, bias=out_bias)``); fairseq's tied output
+  projection has none, and here neither (the hook above needs a bias-free projection);
+- initialization: they draw all four attention projections from N(0, sqrt(2 / (5 d))) ("the smaller std of
+  the feed-forward module", ``layers.py``) and the FFN weights from Xavier-normal N(0, sqrt(2 / (d + d_ff))),
+  every bias zero; here the attention keeps fairseq's Xavier-uniform init and the FFN ``--ffn-init``'s.
+Only the embedding init (uniform in [-0.01, 0.01]) and ScaleNorm's eps = 1e-5 follow theirs.
 """
 
 import torch

@@ -32,7 +32,8 @@ from normpos.data import iwslt14, wmt14
 from normpos.data.binarize import binarize
 from normpos.data.clean import clean_corpus
 from normpos.data.errors import DataError
-from normpos.data.files import count_lines, cpu_count, open_text, read_lines, shared_data_dir, write_lines
+from normpos.data.textfiles import count_lines, cpu_count, open_text, read_lines, shared_data_dir
+from normpos.files import write_lines
 from normpos.data.manifest import file_counts
 from normpos.data.parallel import transform_file
 from normpos.data.sgm import segments

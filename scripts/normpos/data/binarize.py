@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from normpos.data.errors import DataError
-from normpos.data.files import atomic_output
+from normpos.files import atomic_output
 
 
 def preprocess_command(src: str, tgt: str, text_dir: Path, dest: Path, workers: int) -> list[str]:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from normpos.data.errors import DataError
-from normpos.data.files import atomic_output, count_lines, open_text, read_lines
+from normpos.data.textfiles import count_lines, open_text, read_lines
+from normpos.files import atomic_output
 
 # Perl's \s on a UTF-8 string is the Unicode White_Space set; Python's \s differs on a few control
 # characters (\x1c-\x1f count as space in Python only), so the set is written out.

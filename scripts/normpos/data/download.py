@@ -28,7 +28,8 @@ from pathlib import Path
 
 from normpos.data import transfer
 from normpos.data.errors import DataError
-from normpos.data.files import atomic_output, hash_file
+from normpos.data.textfiles import hash_file
+from normpos.files import atomic_output
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 

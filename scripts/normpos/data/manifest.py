@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from normpos.data.errors import DataError
-from normpos.data.files import hash_file, read_lines
+from normpos.data.textfiles import hash_file, read_lines
 from normpos.files import write_json
 
 MANIFEST = "manifest.json"

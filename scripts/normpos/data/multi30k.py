@@ -26,7 +26,8 @@ from pathlib import Path
 
 from normpos.data.clean import CleanRule, clean_corpus
 from normpos.data.download import Identity, Resource
-from normpos.data.files import read_lines, shared_data_dir, write_lines
+from normpos.data.textfiles import read_lines, shared_data_dir
+from normpos.files import write_lines
 from normpos.data.prepare import Context, Recipe, Text
 from normpos.data.tokenize import MosesSpec
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
-from normpos.data.files import atomic_output, count_lines, open_text, read_lines
+from normpos.data.textfiles import count_lines, open_text, read_lines
+from normpos.files import atomic_output
 
 BATCH_LINES = 2000
 _worker_fn: Callable[[str], str] | None = None

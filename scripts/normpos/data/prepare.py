@@ -27,7 +27,7 @@ from normpos.data.binarize import binarize, preprocess_command
 from normpos.data.clean import CleanRule, clean_corpus
 from normpos.data.download import Resource, copy_file, fetch
 from normpos.data.errors import DataError
-from normpos.data.files import cpu_count
+from normpos.data.textfiles import cpu_count
 from normpos.files import write_json, write_text
 from normpos.data.parallel import transform_file, transform_lines
 from normpos.data.subword import SubwordSpec

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from normpos.data.files import read_lines
+from normpos.data.textfiles import read_lines
 
 # GNU sed's \s in these expressions; spelled out so Python's wider Unicode \s does not change the text.
 _WS = r"[ \t\n\r\f\v]"

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from normpos.data.files import atomic_output, concat_files
+from normpos.files import atomic_output, concat_files
 
 KINDS = ("bpe", "sentencepiece")
 # Folder-name prefix per kind: data/<dataset>/bpe10000, data/<dataset>/spm10000.

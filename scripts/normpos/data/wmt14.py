@@ -28,7 +28,8 @@ from pathlib import Path
 
 from normpos.data.clean import CleanRule, check_parallel
 from normpos.data.download import Identity, Resource, warn
-from normpos.data.files import count_lines, read_lines, text_hash, write_lines
+from normpos.data.textfiles import count_lines, read_lines, text_hash
+from normpos.files import write_lines
 from normpos.data.prepare import Context, Recipe, Text
 from normpos.data.sgm import segments
 from normpos.data.tokenize import MosesSpec

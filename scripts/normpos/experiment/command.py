@@ -147,6 +147,10 @@ def _train_args(cfg: ExperimentCfg, save_dir: Path) -> List[str]:
             # and adds --distributed-rank and the rendezvous address. gloo is torch's CPU backend; legacy_ddp
             # because fairseq's c10d DDP passes device_ids, which torch refuses for CPU modules.
             argv += ["--distributed-no-spawn", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
+    if t.tensorboard:
+        # beside checkpoints/ in the run's own folder, so that `tensorboard --logdir results/runs` shows every
+        # run of every sweep side by side, named by its path (not part of the run's identity: identity.py)
+        argv += ["--tensorboard-logdir", str(save_dir.parent / "tensorboard")]
     return argv + list(t.extra_args)
 
 

@@ -82,6 +82,7 @@ class TrainCfg:
     cpu: bool = False
     gpus: int = 1                  # > 1: data parallel over this many GPUs (nccl) or, with cpu, CPU processes (gloo)
     num_workers: int = 1
+    tensorboard: bool = False      # fairseq's TensorBoard logs into <run dir>/tensorboard
     extra_args: List[str] = field(default_factory=list)
 
 

@@ -1,6 +1,7 @@
 """Build the table or the figures of one experiment from its run directories.
 
     python -m normpos.report table   --root results/runs/<dataset>/<experiment> --out results/<dataset>/<experiment>
+                                     [--baseline NAME] [--no-significance]
     python -m normpos.report figures --root results/runs/<dataset>/<experiment> --out results/<dataset>/<experiment>
 
 A bad or missing result file is one line ``normpos: error: ...`` and exit status 2.
@@ -23,12 +24,18 @@ def main(argv=None) -> int:
     parser.add_argument("--speedup-at", type=float, default=None,
                         help="figures: Post-LN point of the speed-up, in x units (default: epoch 15 as in the paper; "
                              "the last point on an updates axis)")
+    parser.add_argument("--baseline", default=None,
+                        help="table: the configuration (folder name, slug or label) every other row is compared "
+                             "with (default: Post-LN with warm-up, preferring 4000 updates, as the paper)")
+    parser.add_argument("--no-significance", action="store_true",
+                        help="table: skip the paired significance tests against the baseline")
     args = parser.parse_args(argv)
     try:
         if args.what == "table":
             from normpos.report.table import make_table
 
-            for path in make_table(args.root, args.out).values():
+            for path in make_table(args.root, args.out, baseline=args.baseline,
+                                   compare=not args.no_significance).values():
                 print(path)
         else:
             from normpos.report.figures import make_figures

@@ -24,9 +24,9 @@ matplotlib.use("Agg")  # files only, no display (CI, GPU nodes)
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from normpos.data.files import atomic_output  # noqa: E402
-from normpos.files import write_json  # noqa: E402
-from normpos.report.runs import FINISHED, ReportError, by_config, experiment_title, load_runs  # noqa: E402
+from normpos.files import atomic_output, write_json  # noqa: E402
+from normpos.report.runs import (  # noqa: E402
+    FINISHED, ReportError, by_config, experiment_title, has_warmup, load_runs)
 
 # metric key -> (axis label, True when lower is better)
 METRICS = {"valid_loss": ("valid loss (base 2)", True), "valid_bleu": ("valid BLEU", False)}
@@ -34,12 +34,6 @@ X_NAMES = {"epoch": "epoch", "num_updates": "updates"}
 SPEEDUP_AT_EPOCH = 15  # Xiong et al. 2020, sec. 4: Post-LN's 15th epoch, matched by Pre-LN's 9th
 PAPER_SPEEDUP = "IWSLT14, Xiong et al. 2020 sec. 4: Pre-LN epoch 9 ~ Post-LN epoch 15"
 FORMATS = ("png", "pdf")
-
-
-def has_warmup(run: dict) -> bool:
-    """Only the warm-up schedule warms up: warmup_updates is recorded for every run but read by it alone."""
-    return run.get("lr_scheduler", "warmup_inverse_sqrt") == "warmup_inverse_sqrt" and \
-        int(run.get("warmup_updates") or 1) > 1
 
 
 def choose_x(runs: list) -> str:

@@ -1,10 +1,12 @@
 """Read the result files of an experiment's runs: the one place the report knows the run-directory layout.
 
 A run directory (written by the sweep runner and by ``normpos.scoring``) holds ``run.json`` (what was run:
-config slug, label, seed, scheme, optimizer, lr, warm-up, the paper's number, command, commit, machine),
-``status.json`` (finished | diverged | failed; absent while the run is still going), ``metrics.jsonl`` (one
-record per validation: epoch, num_updates, train/valid loss in fairseq's base-2 units, valid BLEU or null)
-and, once scored, ``score.json``. Nothing here imports training code: reports read files only.
+config folder name, slug, label, seed, scheme, optimizer, lr, warm-up, budget, the paper's number, command,
+commit, machine), ``status.json`` (finished | diverged | failed, the updates trained and the budget it had;
+absent while the run is still going), ``metrics.jsonl`` (one record per validation: epoch, num_updates,
+train/valid loss in fairseq's base-2 units, valid BLEU or null) and, once scored, ``score.json`` and the
+decoded test set (``test.hyp.detok.txt``). Older run directories lack some keys (``budget``): those read as
+unknown. Nothing here imports training code: reports read files only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Run:
     epochs: int | None
     metrics: list = field(default_factory=list)  # metrics.jsonl records, in order, later duplicates win
     score: dict | None = None  # score.json
+    budget: dict | None = None  # {"max_update": N, "max_epoch": M}, 0 = no limit; None: not recorded
+    num_updates: int | None = None  # updates trained (status.json)
 
     @property
     def config(self) -> str:
@@ -92,8 +96,12 @@ def load_run(path: Path) -> Run:
     if status.get("status") not in (*OUTCOMES, RUNNING):
         raise ReportError(f"{path}/status.json: status {status.get('status')!r} is not one of {', '.join(OUTCOMES)}")
     score = _read_json(path / "score.json") if (path / "score.json").exists() else None
+    # status.json's budget is the one the run was last trained to (a larger budget continues a finished run);
+    # run.json's is what was asked when it was written
+    budget = status.get("budget") or info.get("budget")
     return Run(path=path, info=info, status=status["status"], reason=status.get("reason") or "",
-               epochs=status.get("epochs"), metrics=_read_metrics(path / "metrics.jsonl"), score=score)
+               epochs=status.get("epochs"), metrics=_read_metrics(path / "metrics.jsonl"), score=score,
+               budget=budget if isinstance(budget, dict) else None, num_updates=status.get("num_updates"))
 
 
 def load_runs(root: Path) -> list:
@@ -104,6 +112,13 @@ def load_runs(root: Path) -> list:
     if not runs:
         raise ReportError(f"no run directories (run.json) below {root}")
     return runs
+
+
+def has_warmup(info: dict) -> bool:
+    """Only the warm-up schedule warms up: warmup_updates is recorded for every run (a Pre-LN step_once run
+    says 4000) but read by that schedule alone."""
+    return info.get("lr_scheduler", "warmup_inverse_sqrt") == "warmup_inverse_sqrt" and \
+        int(info.get("warmup_updates") or 1) > 1
 
 
 def experiment_title(runs: list) -> str:

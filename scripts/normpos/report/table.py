@@ -1,11 +1,15 @@
 """The results table of one experiment (``make table``): Markdown, LaTeX and CSV, one row per configuration.
 
 Per configuration (all seeds of one ``run.json["config"]``): runs, how many diverged or failed, test
-tokenized BLEU and sacreBLEU as mean +- sample standard deviation over the finished, scored seeds, the best
-validation loss (fairseq's base-2 units) and the epochs trained, both averaged over finished seeds, and the
-paper's number in its own column where ``run.json["paper"]`` has one (Xiong et al. 2020, sec. 3.2, print
-BLEU for some IWSLT14 settings only). The Markdown file ends with the notes a reader needs (which BLEU,
-the sacreBLEU signature, decoding settings) and the provenance of every number (commit, machine, command).
+tokenized BLEU, sacreBLEU and chrF++ as mean +- sample standard deviation over the finished, scored seeds;
+against the baseline row, the mean sacreBLEU and chrF++ difference and in how many seed pairs it is
+significant under both paired tests (``significance.py``, which says how seeds enter and why; every p-value
+is in the Markdown's significance section and in ``significance.csv``); the best validation loss (fairseq's
+base-2 units) and the epochs trained, both averaged over finished seeds; the training budget each row had
+and the updates actually trained (mean over finished seeds); and the paper's number in its own column where
+``run.json["paper"]`` has one (Xiong et al. 2020, sec. 3.2, print BLEU for some IWSLT14 settings only). The
+Markdown file ends with the notes a reader needs (which BLEU, the signatures, decoding settings) and the
+provenance of every number (commit, machine, command).
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tabulate import tabulate
 
+from normpos.experiment.identity import budget_words
 from normpos.files import write_text
+from normpos.report import significance
 from normpos.report.runs import DIVERGED, FAILED, FINISHED, RUNNING, by_config, experiment_title, load_runs, mean_std
 
 # Column key, Markdown/LaTeX header
@@ -29,15 +36,22 @@ COLUMNS = [
     ("failed", "failed"),
     ("tok_bleu", "test BLEU (tok.)"),
     ("sacrebleu", "sacreBLEU"),
+    ("chrf", "chrF++"),
     ("compound_split_bleu", "compound-split BLEU"),
+    ("sacrebleu_vs_baseline", "Δ sacreBLEU (sig.)"),
+    ("chrf_vs_baseline", "Δ chrF++ (sig.)"),
     ("best_valid_loss", "best valid loss"),
     ("epochs", "epochs"),
+    ("budget", "budget (updates trained)"),
     ("paper", "paper BLEU"),
 ]
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 LATEX_SPECIAL = re.compile("|".join(map(re.escape, LATEX_ESCAPES)))
-SCORES = {"tok_bleu": "test_tok_bleu", "sacrebleu": "sacrebleu", "compound_split_bleu": "compound_split_bleu"}
+SCORES = {"tok_bleu": "test_tok_bleu", "sacrebleu": "sacrebleu", "chrf": "chrf",
+          "compound_split_bleu": "compound_split_bleu"}
+# an interpreter given by its absolute path (python, python3.11, .../bin/python): shown as "python"
+INTERPRETER = re.compile(r"^(/\S*/)?python[0-9.]*$")
 
 
 def _scored(runs: list) -> list:
@@ -56,6 +70,10 @@ def summarize(config: str, runs: list) -> dict:
     best = [min((v for _, v in r.curve("valid_loss", "epoch")), default=None) for r in finished]
     row["best_valid_loss_mean"], row["best_valid_loss_std"], row["best_valid_loss_n"] = mean_std(best)
     row["epochs_mean"], _, _ = mean_std([r.epochs for r in finished])
+    # the budget each seed had (old run.json files have none: "not recorded") and the updates it trained
+    budgets = sorted({budget_words(r.budget) if r.budget is not None else "not recorded" for r in runs})
+    row["budget"] = "; ".join(budgets)
+    row["num_updates_mean"], _, _ = mean_std([r.num_updates for r in finished])
     paper = runs[0].info.get("paper") or {}
     row["paper_test_bleu"] = paper.get("test_bleu")
     return row
@@ -77,14 +95,26 @@ def cells(row: dict) -> dict:
                                  row["finished"], 3)
     epochs = row["epochs_mean"]
     out["epochs"] = "–" if epochs is None else (f"{epochs:.0f}" if float(epochs).is_integer() else f"{epochs:.1f}")
+    updates = row["num_updates_mean"]
+    out["budget"] = row["budget"] + (" (–)" if updates is None else f" ({updates:,.0f})")
+    for key in significance.METRIC_KEYS.values():
+        compared = "seed_pairs" in row or row.get("is_baseline")
+        out[f"{key}_vs_baseline"] = significance.cell(row, key) if compared else "–"
     paper = row["paper_test_bleu"]  # a number, or text such as "~34" for a value read off a figure
     out["paper"] = "–" if paper is None else (f"{paper:.2f}" if isinstance(paper, (int, float)) else str(paper))
     return out
 
 
 def _columns(rows: list) -> list:
-    # The compound-split column exists for WMT14 only (run.json compound_split); hide it when empty.
-    return [(k, h) for k, h in COLUMNS if k != "compound_split_bleu" or any(r["compound_split_bleu_n"] for r in rows)]
+    # The compound-split column exists for WMT14 only (run.json compound_split), the comparison columns only
+    # when there is a baseline to compare with: hide them when empty.
+    def shown(key):
+        if key == "compound_split_bleu":
+            return any(r["compound_split_bleu_n"] for r in rows)
+        if key.endswith("_vs_baseline"):
+            return any(r.get("is_baseline") for r in rows)
+        return True
+    return [(k, h) for k, h in COLUMNS if shown(k)]
 
 
 def _align(cols: list) -> list:
@@ -92,8 +122,9 @@ def _align(cols: list) -> list:
 
 
 def latex_escape(text: str) -> str:
-    """Plain text as LaTeX (a config label may hold ``_`` or ``%``); ``±`` becomes ``$\\pm$``."""
-    return LATEX_SPECIAL.sub(lambda m: LATEX_ESCAPES[m.group()], text).replace("±", r"$\pm$").replace("–", "--")
+    """Plain text as LaTeX (a config label may hold ``_`` or ``%``); ``±`` becomes ``$\\pm$``, ``Δ`` ``$\\Delta$``."""
+    return LATEX_SPECIAL.sub(lambda m: LATEX_ESCAPES[m.group()], text).replace("±", r"$\pm$").replace("–", "--") \
+        .replace("Δ", r"$\Delta$")
 
 
 def markdown(rows: list) -> str:
@@ -107,20 +138,24 @@ def latex(rows: list, title: str) -> str:
     body = [[latex_escape(str(cells(r)[k])) for k, _ in cols] for r in rows]
     table = tabulate(body, headers=[latex_escape(h) for _, h in cols], tablefmt="latex_raw", disable_numparse=True,
                      colalign=_align(cols))
+    legend = ("% Delta: mean difference to the baseline over the seed pairs compared; (k/n seeds): significant "
+              "(p < 0.05) in k of n seed pairs\n% under both paired bootstrap resampling and paired approximate "
+              "randomization; *: in every pair (see table.md)\n") if any(r.get("is_baseline") for r in rows) else ""
     return (f"% {title}\n% written by python -m normpos.report table; mean $\\pm$ sample std over finished seeds\n"
-            f"{table}\n")
+            f"{legend}{table}\n")
 
 
 def csv_text(rows: list) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    fields = list(dict.fromkeys(k for row in rows for k in row))  # the baseline row has no comparison fields
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
     return buffer.getvalue()
 
 
-def notes(runs: list, groups: dict) -> list:
+def notes(runs: list, groups: dict, baseline: str | None, compared: bool, asked: bool = True) -> list:
     scored = _scored(runs)
     lines = ["- Mean ± sample standard deviation over the finished, scored seeds; \"(k/n)\": only k of the n "
              "finished seeds are scored yet. Diverged and failed runs are counted, not averaged."]
@@ -132,14 +167,40 @@ def notes(runs: list, groups: dict) -> list:
         lines.append("- sacreBLEU on detokenized output against the untokenized references: "
                      + "; ".join(f"`{s}`" for s in signatures)
                      + (" (case:lc: compared lowercased, the training text is lowercased)." if lowercased else "."))
+        for note in sorted({s["sacrebleu_reference_note"] for s in scored if s.get("sacrebleu_reference_note")}):
+            lines.append(f"- sacreBLEU references: {note} (score.json has the score with \u2019 read as ': "
+                         "sacrebleu_apostrophe_normalized).")
+        chrf = sorted({s["chrf_signature"] for s in scored if s.get("chrf_signature")})
+        if chrf:
+            lines.append("- chrF++ (character 6-grams and word 1-2-grams, F-beta 2) on the same text as sacreBLEU: "
+                         + "; ".join(f"`{s}`" for s in chrf) + ".")
         if any("compound_split_bleu" in s for s in scored):
-            lines.append("- compound-split BLEU: tokenized BLEU after fairseq's compound_split_bleu.sh hyphen rule "
-                         "(WMT14 convention; higher than plain tokenized BLEU).")
+            lines.append("- compound-split BLEU: tokenized BLEU after the ##AT## hyphen rule of tensor2tensor's "
+                         "get_ende_bleu.sh, on text tokenized without -a (our -a hyphens are joined first); the WMT14 "
+                         "convention of the Transformer papers, higher than plain tokenized BLEU.")
         decoding = sorted({(s["beam"], s["lenpen"], bool(s.get("averaged"))) for s in scored})
         lines.append("- Decoding: " + "; ".join(
             f"beam {b}, lenpen {lp}, " + ("average of the last epoch checkpoints" if avg else "best checkpoint")
             for b, lp, avg in decoding) + ".")
+    if baseline is not None:
+        label = groups[baseline][0].info["label"]
+        lines.append(f"- Δ sacreBLEU / Δ chrF++ (sig.): mean difference to the baseline ({label}) over the seed "
+                     "pairs compared, seed n against the baseline's seed n; (k/n seeds): the difference is significant "
+                     "(p < 0.05) in k of the n pairs under both paired bootstrap resampling (1,000 resamples) and "
+                     "paired approximate randomization (10,000 trials); *: in every pair. A paired test sees the test "
+                     "set's sampling noise only, the seeds carry the training noise: pairing seed with seed keeps the "
+                     "two apart. Every p-value and confidence interval is in the section below and in "
+                     "significance.csv." if compared else
+                     f"- Significance against the baseline ({label}): no seed pair could be compared (see below).")
+    elif asked:
+        lines.append("- No significance tests: no baseline (a Post-LN configuration with warm-up; choose one with "
+                     "--baseline).")
+    else:
+        lines.append("- No significance tests (--no-significance).")
     lines.append("- best valid loss: minimum over validations of fairseq's validation loss (base 2, label-smoothed).")
+    lines.append("- budget (updates trained): the limit each configuration was trained to (max_update / max_epoch; "
+                 "\"not recorded\" for runs from before budgets were written), and in brackets the updates trained, "
+                 "mean over finished seeds.")
     papers = {r.info.get("paper", {}).get("source") for rs in groups.values() for r in rs[:1] if r.info.get("paper")}
     if papers - {None}:
         lines.append(f"- paper BLEU: {'; '.join(sorted(papers - {None}))}.")
@@ -163,24 +224,51 @@ def provenance(runs: list, root: Path, out: Path) -> list:
              f"- Machine(s): {'; '.join(machines) or 'not recorded'}.", "",
              "<details><summary>Commands (training, then test decoding)</summary>", ""]
     for run in runs:
-        lines.append(f"- `{run.path}`: `{run.info.get('command', 'not recorded')}`")
+        lines.append(f"- `{run.path}`: `{portable_command(run.info.get('command', 'not recorded'))}`")
         if run.score and run.score.get("command"):
             lines.append(f"  - test decoding: `{run.score['command']}`")
     lines += ["", "</details>"]
     return lines
 
 
-def make_table(root: Path, out: Path) -> dict:
-    """Write table.md, table.tex, table.csv into ``out``; returns {name: path}."""
+def portable_command(command: str) -> str:
+    """The command as it runs on any clone: the interpreter that made it (an absolute path of that machine,
+    e.g. /work/main/.venv/bin/python) shown as ``python``."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return command
+    if argv and INTERPRETER.match(argv[0]):
+        return shlex.join(["python", *argv[1:]])
+    return command
+
+
+def make_table(root: Path, out: Path, baseline: str | None = None, compare: bool = True) -> dict:
+    """Write table.md, table.tex, table.csv (and, when seed pairs were compared with the baseline,
+    significance.csv and its cache significance.json) into ``out``; returns {name: path}. ``baseline`` names
+    the row to compare with (default: significance.choose_baseline); ``compare=False`` skips the paired tests."""
     root, out = Path(root), Path(out)
     runs = load_runs(root)
     groups = by_config(runs)
     rows = [summarize(config, rs) for config, rs in groups.items()]
+    base = significance.choose_baseline(groups, baseline) if compare else None
+    pairs = significance.compare_runs(groups, base, out) if base is not None else []
+    for row in rows:
+        row["is_baseline"] = row["config"] == base
+        if base is not None and not row["is_baseline"]:
+            row.update(significance.summarize(pairs, row["config"]))
     title = f"{experiment_title(runs)}: test BLEU per configuration"
-    md = "\n".join([f"# {title}", "", markdown(rows), "", *notes(runs, groups), "", *provenance(runs, root, out), ""])
+    compared = any("metrics" in p for p in pairs)
+    detail = significance.detail_markdown(pairs, groups, base) if pairs else []
+    md = "\n".join([f"# {title}", "", markdown(rows), "", *notes(runs, groups, base, compared, compare), "",
+                    *detail, *provenance(runs, root, out), ""])
     paths = {"md": out / "table.md", "tex": out / "table.tex", "csv": out / "table.csv"}
     write_text(paths["md"], md)
     write_text(paths["tex"], latex(rows, title))
     write_text(paths["csv"], csv_text(rows))
+    if compared:
+        paths["significance_csv"] = out / "significance.csv"
+        write_text(paths["significance_csv"], significance.pairs_csv(pairs, groups))
+        paths["significance_json"] = significance.save(out, base, pairs)
     return paths
 

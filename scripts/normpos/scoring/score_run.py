@@ -7,12 +7,21 @@ the binarized data folder, the untokenized references, and the decoding settings
 ``fairseq-generate`` with our plugin (``normpos.fairseq_run``) and ``--remove-bpe`` for the run's subword
 model (``run.json["subword"]``: ``bpe`` = subword-nmt ``@@ ``, or ``sentencepiece``).
 
-Outputs, in the run directory: ``test.hyp.detok.txt`` (detokenized hypotheses, what sacreBLEU scores),
-``test.hyp.tok.txt`` / ``test.ref.tok.txt`` (what tokenized BLEU scores; ``fairseq-score --sys ... --ref ...``
-reproduces it), and ``score.json``, written last and atomically, so that its presence means a finished
-scoring. ``score.json["inputs"]`` fingerprints everything the numbers depend on (sha256 of the checkpoints,
-the binarized test data and dictionaries, the references, and the settings); a second call with the same
-fingerprint does nothing. Runs that diverged or failed are not decoded: their ``score.json`` says why.
+Outputs, in the run directory: ``test.hyp.detok.txt`` (detokenized hypotheses, what sacreBLEU and chrF++
+score), ``test.hyp.tok.txt`` / ``test.ref.tok.txt`` (what tokenized BLEU scores; ``fairseq-score --sys ...
+--ref ...`` reproduces it), and ``score.json``, written last and atomically, so that its presence means a
+finished scoring. ``score.json["inputs"]`` fingerprints everything the numbers depend on (sha256 of the
+checkpoints, the binarized test data and dictionaries, the references, and the settings); a second call with
+the same fingerprint does nothing. When only what the metrics depend on changed (a new ``SCORING_VERSION``,
+the references, sacreBLEU), the saved decode is scored again without decoding. Runs that diverged or failed
+are not decoded: their ``score.json`` says why.
+
+IWSLT14's untokenized test references are the published ``<seg>`` text, which keeps ``’`` (U+2019) where
+prepare-iwslt14.sh turned it into ``'`` before tokenizing (196 lines of TEDX.dev2012): the tokenized
+references say ``'``, the sacreBLEU references ``’``. sacreBLEU is computed against the references as
+published; ``score.json`` says next to it how many reference lines keep a ``’`` that the tokenized ones do not
+(``sacrebleu_reference_note``), and gives the score with ``’`` read as ``'`` on both sides
+(``sacrebleu_apostrophe_normalized``), so the effect of that choice is visible.
 """
 
 from __future__ import annotations
@@ -26,13 +35,14 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 
-from normpos.data.files import hash_file, read_lines, write_lines
-from normpos.files import write_json
+from normpos.data.textfiles import hash_file, read_lines
+from normpos.files import write_json, write_lines
 from normpos.scoring import bleu
 from normpos.scoring.errors import ScoringError
 
-# Bump when a change here changes the numbers, so that every run is rescored once.
-SCORING_VERSION = 1
+# Bump when a change here changes the numbers, so that every run is rescored once (from its saved decode).
+# 2: chrF++; compound-split BLEU joins -a hyphens first (bleu.py); the ’ note and normalized sacreBLEU.
+SCORING_VERSION = 2
 SUBSET = "test"
 # fairseq --remove-bpe value per subword model (fairseq.data.data_utils.post_process)
 REMOVE_BPE = {"bpe": "subword_nmt", "sentencepiece": "sentencepiece"}
@@ -41,6 +51,12 @@ MAX_TOKENS = 6000
 DECODED_STATUS = "finished"
 HYP_DETOK, HYP_TOK, REF_TOK, SCORE = "test.hyp.detok.txt", "test.hyp.tok.txt", "test.ref.tok.txt", "score.json"
 EPOCH_CHECKPOINT = re.compile(r"^checkpoint(\d+)\.pt$")
+# The settings that change what fairseq-generate outputs; the others only change how it is scored.
+DECODE_SETTINGS = ("beam", "lenpen", "max_len_b", "subword", "target_lang", "avg_last_n")
+# What score.json says about the decode itself, kept when only the metrics are computed again.
+DECODE_RECORD = ("scored", "checkpoint", "averaged", "n_sentences", "beam", "lenpen", "fairseq_generate_said",
+                 "command")
+RIGHT_QUOTE = "\u2019"  # ’, which prepare-iwslt14.sh maps to ' in the test text it tokenizes
 
 
 def read_json(path: Path) -> dict:
@@ -177,6 +193,7 @@ def bleu_fields(hyps: list, tok_refs: list, detok: list, raw_refs: list, config:
     lowercase, lowercase_from = decide_lowercase(config, tok_refs)
     tok = bleu.tokenized_bleu(hyps, tok_refs)
     sacre = bleu.sacre_bleu(detok, raw_refs, lowercase)
+    chrf = bleu.chrf_plus_plus(detok, raw_refs, lowercase)
     fields = {
         "test_tok_bleu": tok.score,
         "test_tok_bleu_detail": tok.text,
@@ -185,14 +202,56 @@ def bleu_fields(hyps: list, tok_refs: list, detok: list, raw_refs: list, config:
         "sacrebleu": sacre.score,
         "sacrebleu_signature": sacre.signature,
         "sacrebleu_detail": sacre.text,
+        "chrf": chrf.score,
+        "chrf_signature": chrf.signature,
+        "chrf_detail": chrf.text,
         "lowercase": lowercase,
         "lowercase_from": lowercase_from,
     }
+    fields.update(apostrophe_note(detok, tok_refs, raw_refs, lowercase))
     if config["compound_split"]:
         split = bleu.compound_split_bleu(hyps, tok_refs)
         fields["compound_split_bleu"] = split.score
-        fields["compound_split_bleu_detail"] = f"compound-split tokenized BLEU ({split.text})"
+        fields["compound_split_bleu_detail"] = (f"compound-split tokenized BLEU, -a hyphens joined first "
+                                                f"(get_ende_bleu.sh's convention): {split.text}")
     return fields
+
+
+def apostrophe_note(detok: list, tok_refs: list, raw_refs: list, lowercase: bool) -> dict:
+    """When the untokenized references keep ’ where the tokenized ones have ' (IWSLT14's published test text,
+    see the module docstring): how many lines, and sacreBLEU with ’ read as ' on both sides."""
+    kept = sum(RIGHT_QUOTE in raw and RIGHT_QUOTE not in tok for raw, tok in zip(raw_refs, tok_refs))
+    if not kept:
+        return {}
+    normalized = bleu.sacre_bleu([h.replace(RIGHT_QUOTE, "'") for h in detok],
+                                 [r.replace(RIGHT_QUOTE, "'") for r in raw_refs], lowercase)
+    return {
+        "sacrebleu_reference_note": f"{kept} of {len(raw_refs)} untokenized references keep \u2019 (U+2019) where "
+                                    "the tokenized references have ' (the recipe normalized its test text before "
+                                    "tokenizing); sacreBLEU is against the references as published",
+        "sacrebleu_apostrophe_normalized": normalized.score,
+    }
+
+
+def decode_inputs(inputs: dict) -> dict:
+    """The part of a fingerprint that decides what fairseq-generate outputs (not how it is scored)."""
+    settings = inputs.get("settings") or {}
+    return {"checkpoints": inputs.get("checkpoints"), "data": inputs.get("data"),
+            "settings": {k: settings.get(k) for k in DECODE_SETTINGS},
+            "fairseq": (settings.get("versions") or {}).get("fairseq")}
+
+
+def saved_decode(run_dir: Path, record: dict, inputs: dict):
+    """(hypotheses, tokenized references) of an earlier decode with the same decode inputs, else None."""
+    files = [run_dir / HYP_TOK, run_dir / REF_TOK]
+    if not (record.get("scored") and record.get("inputs") and all(f.is_file() for f in files)):
+        return None
+    if decode_inputs(record["inputs"]) != decode_inputs(inputs):
+        return None
+    hyps, tok_refs = (list(read_lines(f)) for f in files)
+    if len(hyps) != record.get("n_sentences") or len(tok_refs) != len(hyps):
+        return None  # not the files that record was made from
+    return hyps, tok_refs
 
 
 def not_decoded(run_dir: Path, status: dict) -> tuple:
@@ -205,7 +264,8 @@ def not_decoded(run_dir: Path, status: dict) -> tuple:
 
 
 def score_run(run_dir: Path, force: bool = False) -> tuple:
-    """Score ``run_dir``; returns (what was done: scored | skipped | not decoded, the score.json record)."""
+    """Score ``run_dir``; returns (what was done: scored | rescored (saved decode) | skipped | not decoded,
+    the score.json record)."""
     run_dir = Path(run_dir)
     run = read_json(run_dir / "run.json")
     if not (run_dir / "status.json").exists():
@@ -222,10 +282,16 @@ def score_run(run_dir: Path, force: bool = False) -> tuple:
     config = settings(run, run_dir)
     inputs = fingerprint(ckpts, data_bin, ref, config)
     score_path = run_dir / SCORE
-    if not force and score_path.exists() and (run_dir / HYP_DETOK).exists():
-        record = read_json(score_path)
-        if record.get("scored") and record.get("inputs") == inputs:
-            return "skipped", record
+    earlier = read_json(score_path) if score_path.exists() else {}
+    if not force and (run_dir / HYP_DETOK).exists() and earlier.get("scored") and earlier.get("inputs") == inputs:
+        return "skipped", earlier
+    saved = None if force else saved_decode(run_dir, earlier, inputs)
+    if saved is not None:
+        hyps, tok_refs = saved
+        kept = {k: earlier[k] for k in DECODE_RECORD if k in earlier}
+        record = {**kept, **scores(run_dir, ref, hyps, tok_refs, config), "inputs": inputs}
+        write_json(score_path, record)
+        return "rescored (saved decode)", record
 
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".scoring-") as tmp:
         workdir = Path(tmp)
@@ -239,14 +305,10 @@ def score_run(run_dir: Path, force: bool = False) -> tuple:
                 raise ScoringError(f"averaging {len(ckpts)} checkpoints failed: {err}") from None
         hyps, tok_refs, fairseq_said, args = decode(data_bin, checkpoint, config, workdir)
 
-    raw_refs = list(read_lines(ref))
-    if len(raw_refs) != len(hyps):
-        raise ScoringError(f"{ref} has {len(raw_refs)} lines but the binarized test set {len(hyps)} sentences")
-    detok = bleu.detokenize(hyps, config["target_lang"])
     path_label = str(ckpts[0]) if len(ckpts) == 1 else f"<average of {', '.join(str(p) for p in ckpts)}>"
     record = {
         "scored": True,
-        **bleu_fields(hyps, tok_refs, detok, raw_refs, config),
+        **scores(run_dir, ref, hyps, tok_refs, config),
         "checkpoint": [p.name for p in ckpts] if len(ckpts) > 1 else ckpts[0].name,
         "averaged": len(ckpts) > 1,
         "n_sentences": len(hyps),
@@ -259,9 +321,18 @@ def score_run(run_dir: Path, force: bool = False) -> tuple:
     }
     write_lines(run_dir / HYP_TOK, hyps)
     write_lines(run_dir / REF_TOK, tok_refs)
-    write_lines(run_dir / HYP_DETOK, detok)
     write_json(score_path, record)  # last: its presence means the files above are complete
     return "scored", record
+
+
+def scores(run_dir: Path, ref: Path, hyps: list, tok_refs: list, config: dict) -> dict:
+    """Every metric of one decode (bleu_fields); writes the detokenized hypotheses they are computed on."""
+    raw_refs = list(read_lines(ref))
+    if len(raw_refs) != len(hyps):
+        raise ScoringError(f"{ref} has {len(raw_refs)} lines but the binarized test set {len(hyps)} sentences")
+    detok = bleu.detokenize(hyps, config["target_lang"])
+    write_lines(run_dir / HYP_DETOK, detok)
+    return bleu_fields(hyps, tok_refs, detok, raw_refs, config)
 
 
 def run_dirs_under(root: Path) -> list:

@@ -13,6 +13,7 @@ uniformly), no dropout. LayerNorm gain 1 and bias 0 and the embeddings stay as f
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,12 @@ ARCH = "normpos_iwslt_de_en"
 PAPER_DROPOUT = 0.1  # Xiong et al. 2020, App. A.1 (fairseq's own IWSLT recipe uses 0.3)
 LABEL_SMOOTHING = 0.1  # App. A.1
 MAX_TOKENS = 4096  # App. A.1: "batch 4096 tokens"
+# The theory tool trains and keeps nothing, so its models get a save dir that can never exist (a path below
+# the null device, which is a file): without one fairseq's default is ./checkpoints of the working directory,
+# and Admin would take its omegas from a ./checkpoints/admin_profile.json left there by another model, or
+# skip profiling when ./checkpoints/checkpoint_last.pt exists (schemes/admin.py); with it every seed
+# profiles its own batches and nothing is written.
+NO_SAVE_DIR = os.path.join(os.devnull, "normpos-theory-saves-nothing")
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ def train_argv(data_dir: Path, setting: Setting, depth: int) -> list[str]:
         "--arch", ARCH, "--norm-scheme", setting.scheme, "--ffn-init", setting.ffn_init,
         "--encoder-layers", str(depth), "--decoder-layers", str(depth),
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", str(LABEL_SMOOTHING),
-        "--max-tokens", str(MAX_TOKENS),
+        "--max-tokens", str(MAX_TOKENS), "--save-dir", NO_SAVE_DIR,
         "--dropout", str(setting.effective_dropout), "--attention-dropout", "0", "--activation-dropout", "0",
         *setting.model_args,
     ]

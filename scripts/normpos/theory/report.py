@@ -17,11 +17,12 @@ import numpy as np
 
 from normpos.files import write_text
 
+from . import report_schemes
+from .aggregate import INIT_ORDER, fmt, init_of, last_fc2, markdown_table, mean_std, settings_in, slopes
 from .predict import THEOREM1_SLOPE
 
 # Xiong et al. 2020, sec. 3.4 / Fig. 3(c): "the gradient norm remains in Post-LN Transformer (around 1.6)"
 PAPER_POST_LN_LAST_FC2 = 1.6
-INIT_ORDER = ("xavier", "torch_default", "theory")
 INIT_TITLE = {
     "xavier": "fairseq 0.9 FFN init (Xavier, the paper's)",
     "torch_default": "current fairseq FFN init (nn.Linear default)",
@@ -39,60 +40,7 @@ def load(out: Path):
     return rows, json.loads((out / "run.json").read_text())
 
 
-def init_of(setting: str) -> str:
-    return setting.split("/")[1]
-
-
-def settings_in(rows, state="init") -> list:
-    """Setting names in a stable order: by scheme as given, then xavier, torch_default, theory."""
-    names = list(dict.fromkeys(r["setting"] for r in rows if r["state"] == state))
-    schemes = list(dict.fromkeys(n.split("/")[0] for n in names))
-    return sorted(names, key=lambda n: (schemes.index(n.split("/")[0]), INIT_ORDER.index(init_of(n))
-                                        if init_of(n) in INIT_ORDER else 99))
-
-
-def fmt(mean, std=None, digits=3) -> str:
-    if mean is None or np.isnan(mean):
-        return "–"
-    return f"{mean:.{digits}f}" + ("" if std is None or np.isnan(std) else f" ± {std:.{digits}f}")
-
-
-def mean_std(values) -> tuple:
-    v = np.asarray(list(values), dtype=float)
-    if v.size == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
-
-
 # ---- aggregations -----------------------------------------------------------------------------------------
-
-def last_fc2(rows) -> dict:
-    """{(setting, stack, depth): {seed: mean over batches of ||grad W^2_L||_F}} (Fig. 3c,d)."""
-    per = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        if r["quantity"] == "grad_norm" and r["param"] == "fc2" and r["layer"] == r["depth"] and r["state"] == "init":
-            per[(r["setting"], r["stack"], r["depth"])][r["seed"]].append(r["value"])
-    return {k: {seed: float(np.mean(v)) for seed, v in seeds.items()} for k, seeds in per.items()}
-
-
-def slopes(grads: dict) -> dict:
-    """{(setting, stack): (per-seed slopes, slope of the seed means, depths)}: log ||grad|| against log L."""
-    by = defaultdict(dict)
-    for (setting, stack, depth), seeds in grads.items():
-        by[(setting, stack)][depth] = seeds
-    out = {}
-    for key, depths in by.items():
-        ds = sorted(depths)
-        if len(ds) < 2:
-            continue
-        seeds = sorted(set.intersection(*(set(depths[d]) for d in ds)))
-        if any(depths[d][s] <= 0 for d in ds for s in seeds):
-            continue  # no log-log slope (ReZero's gradient is exactly 0 at init)
-        per_seed = [np.polyfit(np.log(ds), np.log([depths[d][s] for d in ds]), 1)[0] for s in seeds]
-        of_means = np.polyfit(np.log(ds), np.log([np.mean(list(depths[d].values())) for d in ds]), 1)[0]
-        out[key] = (per_seed, float(of_means), ds)
-    return out
-
 
 def implied_slopes(rows) -> dict:
     """Pre-LN's Theorem 1 at finite depth: the final LayerNorm divides by ||x_L||, so the gradient should go
@@ -261,11 +209,6 @@ def figure_lemma2(out: Path, rows) -> str:
 
 # ---- Markdown --------------------------------------------------------------------------------------------
 
-def _table(header, body) -> list:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(str(c) for c in row) + " |" for row in body]
-
-
 def section_setup(rows, meta) -> list:
     ntok = [r["value"] for r in rows if r["quantity"] == "ntokens"]
     opts, m = meta["options"], meta["machine"]
@@ -327,7 +270,7 @@ def section_last_fc2(rows) -> list:
         f"Paper: Post-LN about {PAPER_POST_LN_LAST_FC2} and flat in depth; Pre-LN decreasing with depth. "
         "Mean ± std over seeds (n).",
         "",
-        *_table(["setting", "stack", "n"] + [f"{d}-{d}" for d in depths], body),
+        *markdown_table(["setting", "stack", "n"] + [f"{d}-{d}" for d in depths], body),
         "",
     ]
 
@@ -366,7 +309,7 @@ def section_slopes(rows) -> list:
         "these finite depths, where E||x_L||^2 = a + bL is not yet proportional to L (Post-LN: the "
         "top state is a LayerNorm output, so 0).",
         "",
-        *_table(["setting", "stack", "depths", "slope (per seed)", "n", "slope of means", "Theorem 1",
+        *markdown_table(["setting", "stack", "depths", "slope (per seed)", "n", "slope of means", "Theorem 1",
                  "Lemma-2-implied", "trend"], body),
         "",
     ]
@@ -419,7 +362,7 @@ def section_lemma2(rows) -> list:
         "sub-layers per layer. 'inside' counts layers whose mean over seeds is inside the predicted range "
         "(2% slack for sampling noise); the paper's Post-LN value is checked to within 10%.",
         "",
-        *_table(["setting", "model", "stack", "quantity", "x_0", "measured", "predicted (this setting)",
+        *markdown_table(["setting", "model", "stack", "quantity", "x_0", "measured", "predicted (this setting)",
                  "in prediction", "paper", "in paper's"], body),
         "",
     ]
@@ -444,7 +387,7 @@ def section_expected(rows) -> list:
             means = [np.mean(eg[key][(stack, l)]) for l in layers]
             body.append([f"`{setting}`", f"{depth}-{depth}", param, stack,
                          " ".join(f"{m:.3f}" for m in means), fmt(means[-1] / means[0], digits=2)])
-    return lines + _table(["setting", "model", "W", "stack", "layers 1..L", "last/first"], body) + [""]
+    return lines + markdown_table(["setting", "model", "W", "stack", "layers 1..L", "last/first"], body) + [""]
 
 
 def pooled_last_fc2(rows, setting: str, stack: str) -> tuple:
@@ -583,7 +526,7 @@ def section_checks(main_rows, checks: list) -> list:
         "setting, depth and seeds (a seed draws the same first batch in both). Each check's own CSV and "
         "report are in its folder under `checks/`.",
         "",
-        *_table(["check", "setting", "stack", "model", "n", "check's value", "this run, same seeds"], body),
+        *markdown_table(["check", "setting", "stack", "model", "n", "check's value", "this run, same seeds"], body),
         "",
         "Commands:",
         "",
@@ -612,8 +555,6 @@ def with_check_settings(rows, meta, checks: list) -> list:
 
 
 def write(out: Path) -> Path:
-    from . import report_schemes  # it builds on this module's helpers
-
     rows, meta = load(out)
     checks = load_checks(out)
     inits = [i for i in INIT_ORDER if any(init_of(s) == i for s in settings_in(rows))]

@@ -2,8 +2,9 @@
 
 Xiong et al. draw this for Post-LN and Pre-LN only; a run with more schemes
 (``python -m normpos.theory --schemes ...``) gets one compact figure with a line per scheme, and a table of
-Theorem 1's slope (log ||grad W^2_L|| against log L) per scheme. Like ``report.py`` it reads only the run's
-``measurements.csv`` and ``run.json`` (the scheme's paper and formula were written there by the command).
+Theorem 1's slope (log ||grad W^2_L|| against log L) per scheme. Like ``report.py`` (which calls it; both
+build on ``aggregate.py``) it reads only the run's ``measurements.csv`` and ``run.json`` (the scheme's paper
+and formula were written there by the command).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import _table, fmt, last_fc2, mean_std, settings_in, slopes
+from .aggregate import fmt, last_fc2, markdown_table, mean_std, settings_in, slopes
 
 
 def schemes_in(rows) -> list:
@@ -90,7 +91,7 @@ def section_schemes(rows, meta) -> list:
         f"{depths[-1]}-{depths[-1]}; slope of log ||grad W^2_L|| against log L per seed, mean ± std over seeds "
         "(Theorem 1: 0 for Post-LN, -0.5 for Pre-LN).",
         "",
-        *_table(["scheme", "paper", "formula", "encoder grad", "encoder slope", "decoder grad", "decoder slope"],
-                body),
+        *markdown_table(["scheme", "paper", "formula", "encoder grad", "encoder slope", "decoder grad",
+                         "decoder slope"], body),
         "",
     ]

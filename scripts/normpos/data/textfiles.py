@@ -1,10 +1,9 @@
-"""File helpers of the data steps: line-exact text I/O, hashes, core count (atomic writes: ``normpos.files``).
+"""Reading the data steps' text files line-exactly, counting and hashing them; and where the staged data
+and the usable cores are. Every write goes through ``normpos.files`` (atomic writes have one home).
 
-Two rules hold for every file this package writes:
-- it appears under its final name only when complete (``normpos.files.atomic_output``);
-- text is UTF-8 and a line ends at ``\\n`` only. Python's default universal-newline mode would also split
-  at a lone ``\\r`` (Common Crawl has some), which the Moses perl scripts do not, and would silently
-  misalign the two sides of a parallel corpus.
+Text is UTF-8 and a line ends at ``\\n`` only. Python's default universal-newline mode would also split at
+a lone ``\\r`` (Common Crawl has some), which the Moses perl scripts do not, and would silently misalign the
+two sides of a parallel corpus; ``normpos.files.write_lines`` writes by the same rule.
 """
 
 from __future__ import annotations
@@ -13,14 +12,10 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from normpos.files import atomic_output  # noqa: F401  (re-exported: the data steps import it from here)
-
-# Undecodable bytes become U+FFFD instead of aborting an hour into WMT14; the perl tools also carry on.
-TEXT_ERRORS = "replace"
+from normpos.files import TEXT_ERRORS
 
 
 def cpu_count() -> int:
@@ -52,17 +47,6 @@ def read_lines(path: Path) -> Iterator[str]:
     with open_text(path) as f:
         for line in f:
             yield line[:-1] if line.endswith("\n") else line
-
-
-def write_lines(path: Path, lines: Iterable[str]) -> int:
-    """Write ``lines`` (without ``\\n``) to ``path`` atomically; return how many were written."""
-    n = 0
-    with atomic_output(Path(path)) as tmp, open_text(tmp, "w") as f:
-        for line in lines:
-            f.write(line)
-            f.write("\n")
-            n += 1
-    return n
 
 
 def count_lines(path: Path) -> int:
@@ -98,11 +82,3 @@ def text_hash(lines: Iterable[str], algorithm: str = "md5") -> str:
     for line in lines:
         h.update(line.encode("utf-8") + b"\n")
     return h.hexdigest()
-
-
-def concat_files(paths: Iterable[Path], out: Path) -> None:
-    """``cat paths > out``, atomically."""
-    with atomic_output(out) as tmp, open(tmp, "wb") as f:
-        for p in paths:
-            with open(p, "rb") as src:
-                shutil.copyfileobj(src, f, 1 << 20)
