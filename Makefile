@@ -30,7 +30,7 @@ gradnorm: $(SETUP)  ## theory check at init (Fig. 3, Lemma 2, Thm 1): Post-/Pre-
 	$(PY) -m normpos.theory $(THEORY_ARGS)
 
 # Fig. 3(c,d) beyond the paper: every scheme of the plugin, paper's FFN init, depths 6-14, 3 seeds (~20 min)
-ALL_SCHEMES = post_ln pre_ln deepnorm admin rezero tfixup ln_simple adanorm rmsnorm_post rmsnorm_pre scalenorm_fixnorm normformer
+ALL_SCHEMES = post_ln pre_ln deepnorm admin rezero tfixup ln_simple adanorm rmsnorm_post rmsnorm_pre scalenorm_fixnorm normformer xskip_ln rskip_ln
 gradnorm-schemes: $(SETUP)  ## Fig. 3(c,d) for every normalization scheme, depths 6-14, 3 seeds -> results/theory/schemes
 	$(PY) -m normpos.theory --schemes $(ALL_SCHEMES) --seeds 3 --theory-depths --per-layer-depth 0 --out results/theory/schemes $(THEORY_ARGS)
 
@@ -87,7 +87,7 @@ endef
 reproduce-iwslt: $(SETUP)  ## IWSLT14: data, every IWSLT sweep of the paper, scoring, tables, figures [DRY_RUN=1]
 	$(call reproduce,iwslt14,$(IWSLT_EXPERIMENTS))
 
-schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3, Multi30k on CPU (~35 min): table, figures
+schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3, Multi30k on CPU (~40 min): table, figures
 	$(call reproduce,multi30k,schemes_demo)
 
 reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer base), scoring, table, figures [DRY_RUN=1]
@@ -96,6 +96,14 @@ reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer bas
 reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWSLT model size (GPU) [DRY_RUN=1]
 	$(call reproduce,multi30k,$(MULTI30K_EXPERIMENTS))
 
+# N-gram masked decoder self-attention (Chelba et al. 2020) on the demo's setting: test BLEU of a model trained
+# with each N (configs/experiment/ngram_demo.yaml), then fairseq-generate's speed per N on the full-attention one
+bench-decode: $(SETUP)  ## N-gram decoder self-attention, Multi30k on CPU: BLEU per N, decoding speed per N (~20 min)
+	$(MAKE) --no-print-directory data-multi30k
+	$(call SWEEP,ngram_demo,multi30k)
+	$(call REPORT,table,multi30k,ngram_demo)
+	$(PY) -m normpos.bench_decode --runs $(RUN_ROOT)/multi30k/ngram_demo --out results/multi30k/ngram_demo/bench_decode.json $(BENCH_DECODE_ARGS)
+
 demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN without warm-up at lr 1e-3, table, figures
 	$(MAKE) --no-print-directory data-multi30k
 	$(call SWEEP,demo,multi30k)
@@ -103,4 +111,4 @@ demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN with
 	$(call REPORT,figures,multi30k,demo)
 
 .PHONY: help setup test bench gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
-	reproduce-iwslt reproduce-wmt reproduce-multi30k demo schemes-demo
+	reproduce-iwslt reproduce-wmt reproduce-multi30k demo schemes-demo bench-decode
