@@ -75,7 +75,7 @@ def full_attention_run(runs: Path) -> Path:
     found = []
     for config in sorted(runs.glob("*/seed-*/config.yaml")):
         window = (read_yaml(config).get("model") or {}).get("ngram_window")
-        status = (config.parent / "status.json")
+        status = config.parent / "status.json"
         finished = status.is_file() and json.loads(status.read_text()).get("status") == "finished"
         if window is None and finished:
             found.append(config.parent)
