@@ -37,7 +37,7 @@ gradnorm: $(SETUP)  ## theory check at init (Fig. 3, Lemma 2, Thm 1): Post-/Pre-
 	$(PY) -m normpos.theory $(THEORY_ARGS)
 
 # Fig. 3(c,d) beyond the paper: every scheme of the plugin, paper's FFN init, depths 6-14, 3 seeds (~20 min)
-ALL_SCHEMES = post_ln pre_ln deepnorm admin rezero tfixup ln_simple adanorm rmsnorm_post rmsnorm_pre scalenorm_fixnorm normformer
+ALL_SCHEMES = post_ln pre_ln deepnorm admin rezero tfixup ln_simple adanorm rmsnorm_post rmsnorm_pre scalenorm_fixnorm normformer xskip_ln rskip_ln
 gradnorm-schemes: $(SETUP)  ## Fig. 3(c,d) for every normalization scheme, depths 6-14, 3 seeds -> results/theory/schemes
 	$(PY) -m normpos.theory --schemes $(ALL_SCHEMES) --seeds 3 --theory-depths --per-layer-depth 0 --out results/theory/schemes $(THEORY_ARGS)
 
@@ -77,7 +77,9 @@ JOBS_PER_GPU ?=
 SWEEP_OVERRIDES = experiment=$(1) $(if $(2),dataset=$(2),) run.root=$(RUN_ROOT) $(if $(DRY_RUN),run.dry_run=true,) $(ARGS)
 SWEEP = packing=$$($(PY) -m normpos.experiment.devices launcher-args $(if $(JOBS_PER_GPU),--jobs-per-gpu $(JOBS_PER_GPU),) \
 	-- $(SWEEP_OVERRIDES)) || exit $$?; $(PY) -m normpos.sweep -m $$packing $(SWEEP_OVERRIDES)
-REPORT = $(PY) -m normpos.report $(1) --root $(RUN_ROOT)/$(2)/$(3) --out results/$(2)/$(3)
+# REPORT_ARGS reaches both reports, e.g. REPORT_ARGS='--baseline pre_ln_w4000' or '--no-significance' (table),
+# '--x num_updates' (figures); `python -m normpos.report table --help` lists them
+REPORT = $(PY) -m normpos.report $(1) --root $(RUN_ROOT)/$(2)/$(3) --out results/$(2)/$(3) $(REPORT_ARGS)
 IWSLT_EXPERIMENTS = sec3_postln_adam sec3_postln_sgd sec4_preln_vs_postln sec4_radam appH_postln_small_lr
 # the Multi30k grid at the IWSLT model size (what a single GPU reproduces in minutes)
 MULTI30K_EXPERIMENTS = sec3_postln_adam sec4_preln_vs_postln
@@ -85,7 +87,7 @@ MULTI30K_EXPERIMENTS = sec3_postln_adam sec4_preln_vs_postln
 sweep: $(SETUP)  ## run one experiment's sweep: EXPERIMENT=name [DATASET=...] [ARGS=...] [DRY_RUN=1] [JOBS_PER_GPU=N]
 	$(call SWEEP,$(EXPERIMENT),$(DATASET))
 
-table: $(SETUP)  ## Markdown/LaTeX/CSV table of an experiment: EXPERIMENT=name [DATASET=...] -> results/DATASET/EXPERIMENT
+table: $(SETUP)  ## BLEU/chrF++ table with significance vs the baseline: EXPERIMENT=name [DATASET=...] [REPORT_ARGS=...]
 	$(call REPORT,table,$(DATASET),$(EXPERIMENT))
 
 figures: $(SETUP)  ## the paper's Fig. 2/4 analogues and the speed-up figure: EXPERIMENT=name [DATASET=...]
@@ -100,7 +102,7 @@ endef
 reproduce-iwslt: $(SETUP)  ## IWSLT14: data, every IWSLT sweep of the paper, scoring, tables, figures [DRY_RUN=1]
 	$(call reproduce,iwslt14,$(IWSLT_EXPERIMENTS))
 
-schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3, Multi30k on CPU (~35 min): table, figures
+schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3, Multi30k on CPU (~40 min): table, figures
 	$(call reproduce,multi30k,schemes_demo)
 
 reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer base), scoring, table, figures [DRY_RUN=1]
@@ -109,11 +111,19 @@ reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer bas
 reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWSLT model size (GPU) [DRY_RUN=1]
 	$(call reproduce,multi30k,$(MULTI30K_EXPERIMENTS))
 
+# N-gram masked decoder self-attention (Chelba et al. 2020) on the demo's setting: test BLEU of a model trained
+# with each N (configs/experiment/ngram_demo.yaml), then fairseq-generate's speed per N on the full-attention one
+bench-decode: $(SETUP)  ## N-gram decoder self-attention, Multi30k on CPU: BLEU per N, decoding speed per N (~20 min)
+	$(MAKE) --no-print-directory data-multi30k
+	$(call SWEEP,ngram_demo,multi30k)
+	$(call REPORT,table,multi30k,ngram_demo)
+	$(PY) -m normpos.bench_decode --runs $(RUN_ROOT)/multi30k/ngram_demo --out results/multi30k/ngram_demo/bench_decode.json $(BENCH_DECODE_ARGS)
+
 demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN without warm-up at lr 1e-3, table, figures
 	$(MAKE) --no-print-directory data-multi30k
 	$(call SWEEP,demo,multi30k)
 	$(call REPORT,table,multi30k,demo)
 	$(call REPORT,figures,multi30k,demo)
 
-.PHONY: help setup test bench gpu-proof gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
+.PHONY: help setup test bench bench-decode gpu-proof gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
 	reproduce-iwslt reproduce-wmt reproduce-multi30k demo schemes-demo

@@ -9,6 +9,10 @@ attention, FFN, dropout and incremental decoding); only two things are asked of 
 - the residual join of each sub-layer. fairseq's layers call ``self.residual_connection(x, residual)``
   once per sub-layer, always in the order of ``SUBLAYERS``; the layer counts the calls of one forward to
   know which sub-layer's join to use (a counter, because the call itself does not say).
+
+The decoder layer also applies ``--decoder-ngram-window`` (``ngram_attention.py``): a band mask instead of
+the causal one, and a cache of the last N-1 keys and values in incremental decoding; without the option
+nothing changes.
 """
 
 from fairseq.distributed import fsdp_wrap
@@ -17,6 +21,7 @@ from fairseq.modules import transformer_layer
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from torch import nn
 
+from .. import ngram_attention
 from ..schemes import NORM_ATTRS, SUBLAYERS, Site
 
 
@@ -63,12 +68,23 @@ class NormPosDecoderLayer(_SchemeResiduals, transformer_layer.TransformerDecoder
     def __init__(self, cfg, scheme, args, index: int, no_encoder_attn=False):
         super().__init__(cfg, no_encoder_attn)
         _apply_scheme(self, scheme, "decoder", index, args)
+        # --decoder-ngram-window N (ngram_attention.py); None: fairseq's full causal self-attention
+        self.ngram_window = ngram_attention.window_of(args)
 
-    def forward(self, x, encoder_out=None, *rest, **kwargs):
+    def forward(self, x, encoder_out=None, encoder_padding_mask=None, incremental_state=None,
+                prev_self_attn_state=None, prev_attn_state=None, self_attn_mask=None, self_attn_padding_mask=None,
+                need_attn=False, need_head_weights=False):
         # fairseq's layer skips cross-attention (and its residual) when either is missing
         cross = self.encoder_attn is not None and encoder_out is not None
         self._start(SUBLAYERS["decoder"] if cross else ("self_attn", "ffn"))
-        return super().forward(x, encoder_out, *rest, **kwargs)
+        if self.ngram_window is not None:
+            self_attn_mask, self_attn_padding_mask = ngram_attention.self_attention_masks(
+                x, self.ngram_window, self_attn_mask, self_attn_padding_mask, self.self_attn.num_heads)
+        out = super().forward(x, encoder_out, encoder_padding_mask, incremental_state, prev_self_attn_state,
+                              prev_attn_state, self_attn_mask, self_attn_padding_mask, need_attn, need_head_weights)
+        if self.ngram_window is not None:
+            ngram_attention.truncate_cache(self.self_attn, incremental_state, self.ngram_window - 1)
+        return out
 
 
 def _wrap(layer, cfg):

@@ -6,6 +6,8 @@ work unchanged) with two options added:
 - ``--norm-scheme NAME``: where normalization sits (``schemes/``); one name decides it.
 - ``--ffn-init {xavier,torch_default}``: the FFN initialization the paper ran (fairseq 0.9) or today's
   fairseq (``ffn_init.py``).
+- ``--decoder-ngram-window N``: N-gram masked decoder self-attention (``ngram_attention.py``), with any
+  scheme; not given, fairseq's full causal self-attention.
 
 Architectures are registered for every shape x scheme, e.g. ``normpos_iwslt_de_en_pre_ln``; the plain
 shape name (``normpos_iwslt_de_en``) takes the scheme from ``--norm-scheme`` (default ``post_ln``, the
@@ -16,6 +18,7 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerConfig, TransformerModel
 from fairseq.models.transformer.transformer_legacy import base_architecture
 
+from .. import ngram_attention
 from ..ffn_init import FFN_INITS, apply_ffn_init
 from ..schemes import SCHEMES, get_scheme, scheme_names
 from .scheme_layers import NormPosDecoder, NormPosEncoder
@@ -56,6 +59,7 @@ class NormPosTransformerModel(TransformerModel):
             "--ffn-init", choices=FFN_INITS, default=None,
             help=f"FFN weight init: xavier = fairseq<=0.9, the paper's (default); torch_default = fairseq>=0.10",
         )
+        ngram_attention.add_args(parser)  # --decoder-ngram-window N, for every scheme
         for scheme in SCHEMES.values():
             scheme.add_args(parser)
 

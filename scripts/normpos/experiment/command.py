@@ -52,6 +52,8 @@ def config_slug(cfg: ExperimentCfg) -> str:
         parts.append(f"init-{m.ffn_init.replace('_', '-')}")
     if m.dropout != 0.1:
         parts.append(f"drop-{format_number(m.dropout)}")
+    if m.ngram_window is not None:
+        parts.append(f"ngram-{m.ngram_window}")
     return "_".join(parts)
 
 
@@ -62,7 +64,8 @@ def config_label(cfg: ExperimentCfg) -> str:
     scheme = {"post_ln": "Post-LN", "pre_ln": "Pre-LN"}.get(cfg.model.scheme, cfg.model.scheme)
     warmed = s.name in ("warmup_inverse_sqrt", "linear_decay") and s.warmup_updates > 1
     warm = f"warm-up {s.warmup_updates}" if warmed else "no warm-up"
-    return f"{scheme}, {cfg.optim.optimizer} lr {format_number(cfg.optim.lr)}, {warm}, {s.name}"
+    ngram = f", N-gram {cfg.model.ngram_window}" if cfg.model.ngram_window is not None else ""
+    return f"{scheme}, {cfg.optim.optimizer} lr {format_number(cfg.optim.lr)}, {warm}, {s.name}{ngram}"
 
 
 def config_name(cfg: ExperimentCfg) -> str:
@@ -87,6 +90,8 @@ def _model_args(cfg: ExperimentCfg) -> List[str]:
                 argv += [f"--{side}-{flag}", str(value)]
     if cfg.dataset.share_all_embeddings:
         argv.append("--share-all-embeddings")
+    if m.ngram_window is not None:  # absent when null, so runs without it keep their identity
+        argv += ["--decoder-ngram-window", str(m.ngram_window)]
     return argv + [str(a) for a in m.scheme_args]
 
 

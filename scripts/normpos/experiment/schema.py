@@ -44,6 +44,7 @@ class ModelCfg:
     ffn_embed_dim: Optional[int] = None
     attention_heads: Optional[int] = None
     scheme_args: List[str] = field(default_factory=list)  # the scheme's own options, e.g. [--admin-profile-batches, "4"]
+    ngram_window: Optional[int] = None  # N-gram masked decoder self-attention (Chelba et al. 2020); null = full
 
 
 @dataclass
@@ -152,6 +153,8 @@ def validate(cfg) -> ExperimentCfg:
     _check(s.decay_anchor in ("warmup", "fixed"), f"schedule.decay_anchor must be warmup or fixed, got {s.decay_anchor!r}")
     _check(s.name != "linear_decay" or s.total_updates > 0, "schedule.total_updates must be > 0 for linear_decay")
     _check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    _check(m.ngram_window is None or m.ngram_window >= 1,
+           f"model.ngram_window must be >= 1 (null = full self-attention), got {m.ngram_window}")
     _check(t.max_tokens > 0 and t.update_freq >= 1 and t.gpus >= 1, "train.max_tokens, update_freq and gpus must be positive")
     _check(t.max_epoch > 0 or t.max_update > 0, "set train.max_epoch or train.max_update")
     _check(not (t.fp16 and t.bf16), "train.fp16 and train.bf16 exclude each other")
