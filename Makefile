@@ -77,7 +77,7 @@ JOBS_PER_GPU ?=
 SWEEP_OVERRIDES = experiment=$(1) $(if $(2),dataset=$(2),) run.root=$(RUN_ROOT) $(if $(DRY_RUN),run.dry_run=true,) $(ARGS)
 SWEEP = packing=$$($(PY) -m normpos.experiment.devices launcher-args $(if $(JOBS_PER_GPU),--jobs-per-gpu $(JOBS_PER_GPU),) \
 	-- $(SWEEP_OVERRIDES)) || exit $$?; $(PY) -m normpos.sweep -m $$packing $(SWEEP_OVERRIDES)
-# REPORT_ARGS reaches both reports, e.g. REPORT_ARGS='--baseline pre_ln_w4000' or '--no-significance' (table),
+# REPORT_ARGS reaches both reports, e.g. REPORT_ARGS='--baseline SLUG' or '--no-significance' (table),
 # '--x num_updates' (figures); `python -m normpos.report table --help` lists them
 REPORT = $(PY) -m normpos.report $(1) --root $(RUN_ROOT)/$(2)/$(3) --out results/$(2)/$(3) $(REPORT_ARGS)
 IWSLT_EXPERIMENTS = sec3_postln_adam sec3_postln_sgd sec4_preln_vs_postln sec4_radam appH_postln_small_lr
@@ -102,7 +102,7 @@ endef
 reproduce-iwslt: $(SETUP)  ## IWSLT14: data, every IWSLT sweep of the paper, scoring, tables, figures [DRY_RUN=1]
 	$(call reproduce,iwslt14,$(IWSLT_EXPERIMENTS))
 
-schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3, Multi30k on CPU (~40 min): table, figures
+schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3, Multi30k on CPU (~43 min): table, figures
 	$(call reproduce,multi30k,schemes_demo)
 
 reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer base), scoring, table, figures [DRY_RUN=1]
