@@ -126,6 +126,8 @@ def test_baseline_option_and_its_errors(experiment, tmp_path):
     paths = make_table(experiment, out, baseline="Pre-LN, no warm-up")  # by label
     rows = {r["config"]: r for r in csv.DictReader(open(paths["csv"], encoding="utf-8"))}
     assert rows[PRE]["is_baseline"] == "True" and rows[POST_WU]["sacrebleu_mark"] == "*"
+    # the provenance line gives the command that makes this table, baseline included
+    assert f"--out {out} --baseline 'Pre-LN, no warm-up'`." in paths["md"].read_text(encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "normpos.report", "table", "--root", str(experiment), "--out",
                            str(out), "--baseline", "nope"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("normpos: error: --baseline 'nope' is none of this "
@@ -133,3 +135,4 @@ def test_baseline_option_and_its_errors(experiment, tmp_path):
     assert len(proc.stderr.splitlines()) == 1
     skipped = make_table(experiment, tmp_path / "plain", compare=False)
     assert "significance_csv" not in skipped and "(sig.)" not in skipped["md"].read_text(encoding="utf-8")
+    assert " --no-significance`." in skipped["md"].read_text(encoding="utf-8")

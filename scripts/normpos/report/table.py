@@ -213,13 +213,16 @@ def notes(runs: list, groups: dict, baseline: str | None, compared: bool, asked:
     return lines
 
 
-def provenance(runs: list, root: Path, out: Path) -> list:
-    """Where every number comes from: the commands, commits and machines, and when the table was made."""
+def provenance(runs: list, root: Path, out: Path, baseline: str | None = None, compare: bool = True) -> list:
+    """Where every number comes from: the commands, commits and machines, and when the table was made (with the
+    options that chose the baseline row, so the command given reproduces the table)."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    options = ([] if compare else ["--no-significance"]) + (["--baseline", baseline] if baseline and compare else [])
+    report = shlex.join(["python", "-m", "normpos.report", "table", "--root", str(root), "--out", str(out), *options])
     commits = sorted({str(r.info.get("commit")) for r in runs if r.info.get("commit")})
     machines = sorted({str(r.info.get("machine")) for r in runs if r.info.get("machine")})
     lines = ["## Provenance", "",
-             f"- Table written {date} by `python -m normpos.report table --root {root} --out {out}`.",
+             f"- Table written {date} by `{report}`.",
              f"- Commit(s): {', '.join(f'`{c}`' for c in commits) or 'not recorded'}.",
              f"- Machine(s): {'; '.join(machines) or 'not recorded'}.", "",
              "<details><summary>Commands (training, then test decoding)</summary>", ""]
@@ -261,7 +264,7 @@ def make_table(root: Path, out: Path, baseline: str | None = None, compare: bool
     compared = any("metrics" in p for p in pairs)
     detail = significance.detail_markdown(pairs, groups, base) if pairs else []
     md = "\n".join([f"# {title}", "", markdown(rows), "", *notes(runs, groups, base, compared, compare), "",
-                    *detail, *provenance(runs, root, out), ""])
+                    *detail, *provenance(runs, root, out, baseline, compare), ""])
     paths = {"md": out / "table.md", "tex": out / "table.tex", "csv": out / "table.csv"}
     write_text(paths["md"], md)
     write_text(paths["tex"], latex(rows, title))
