@@ -40,7 +40,7 @@ def changed(value):
 
 
 BUDGET_AND_PLACES = {"train.max_update", "train.max_epoch", "seed", "train.num_workers", "train.log_interval",
-                     "run.root"}
+                     "run.root", "train.tensorboard"}  # tensorboard: where fairseq logs, not what it trains
 
 
 def test_every_value_that_reaches_fairseq_changes_the_run_directory():
