@@ -37,7 +37,8 @@ import yaml
 
 from normpos.files import write_json, write_text
 from normpos.provenance import git_commit
-from normpos.scoring.score_run import MAX_TOKENS, REMOVE_BPE
+from normpos.scoring import score_run
+from normpos.scoring.errors import ScoringError
 
 FULL = "full"
 TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s "
@@ -86,20 +87,23 @@ def full_attention_run(runs: Path) -> Path:
 
 
 def decoding_settings(run: Path, fixed_length: Optional[int]) -> dict:
-    """Checkpoint, data and fairseq-generate options of a run, as scoring decodes it (run.json)."""
+    """Checkpoint, data and fairseq-generate options of a run: scoring's own (score_run.generate_options of
+    the run's run.json), with the length forced when asked."""
     info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else None
     if info is None:
         raise BenchError(f"{run} is not a run folder of the sweep runner (no run.json)")
     checkpoint = run / "checkpoints" / "checkpoint_best.pt"
     if not checkpoint.is_file():
         raise BenchError(f"{checkpoint} does not exist")
-    options = ["--gen-subset", "test", "-s", info["source_lang"], "-t", info["target_lang"],
-               "--beam", str(info["beam"]), "--lenpen", str(info["lenpen"]),
-               "--remove-bpe", REMOVE_BPE[info.get("subword") or "bpe"], "--max-tokens", str(MAX_TOKENS)]
+    try:
+        config = score_run.settings(info, run)
+    except ScoringError as err:
+        raise BenchError(str(err)) from None
     if fixed_length:
-        options += ["--min-len", str(fixed_length), "--max-len-a", "0", "--max-len-b", str(fixed_length)]
-    else:
-        options += ["--max-len-b", str(info.get("max_len_b") or 200)]
+        config["max_len_b"] = fixed_length
+    options = ["-s", info["source_lang"], "-t", info["target_lang"], *score_run.generate_options(config)]
+    if fixed_length:
+        options += ["--min-len", str(fixed_length), "--max-len-a", "0"]
     return {"checkpoint": checkpoint, "data_bin": info["data_bin"], "options": options}
 
 

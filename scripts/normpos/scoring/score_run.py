@@ -156,13 +156,19 @@ def fingerprint(ckpts: list, data_bin: Path, ref: Path, config: dict) -> dict:
     }
 
 
+def generate_options(config: dict) -> list:
+    """fairseq-generate's options for the test split with a run's decoding settings (``settings``): what scoring
+    decodes with, and what the decoding benchmark (normpos.bench_decode) decodes with too."""
+    return ["--gen-subset", SUBSET, "--beam", str(config["beam"]), "--lenpen", str(config["lenpen"]),
+            "--max-len-b", str(config.get("max_len_b", 200)),
+            "--remove-bpe", REMOVE_BPE[config["subword"]], "--max-tokens", str(MAX_TOKENS)]
+
+
 def decode(data_bin: Path, checkpoint: Path, config: dict, workdir: Path) -> tuple:
     """fairseq-generate on the test split. Returns the hypotheses and references (fairseq's T- lines) in
     corpus order, tokenized and subword-removed; the BLEU line fairseq printed (the cross-check of our
     tokenized BLEU); and the decoding options, for the record."""
-    args = ["--gen-subset", SUBSET, "--beam", str(config["beam"]), "--lenpen", str(config["lenpen"]),
-            "--max-len-b", str(config.get("max_len_b", 200)),
-            "--remove-bpe", REMOVE_BPE[config["subword"]], "--max-tokens", str(MAX_TOKENS)]
+    args = generate_options(config)
     cmd = [sys.executable, "-m", "normpos.fairseq_run", "generate", str(data_bin), "--path", str(checkpoint),
            *args, "--results-path", str(workdir)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
