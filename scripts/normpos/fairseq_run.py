@@ -7,7 +7,8 @@ It is fairseq's own ``cli_main`` (same parser, same training loop), plus: ``--us
 ``plugins/normpos_fairseq`` is added; a missing data folder and bad optimizer/schedule values are reported
 before fairseq loads anything; and a ``ValueError``/``FileNotFoundError`` (a bad option value, a missing file) is printed as one line
 ``normpos: error: ...`` with exit code 2 instead of a traceback. Set ``NORMPOS_TRACEBACK=1`` to see it.
-``--bf16`` trains in bfloat16 on CPU and CUDA rather than asking for a TPU (``normpos.precision``).
+CPU numerics are pinned (``normpos.numerics``; ``NORMPOS_NUMERICS=native`` lets the libraries choose
+for the host). ``--bf16`` trains in bfloat16 on CPU and CUDA rather than asking for a TPU (``normpos.precision``).
 A checkpoint that torch's weights_only loader refuses (``pickle.UnpicklingError``: it asks for types a
 fairseq checkpoint does not hold, see ``normpos_fairseq.checkpoint_compat``) is reported the same way, with
 the checkpoint the command named and how to opt in for a trusted file.
@@ -20,8 +21,14 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from normpos.plugin import PLUGIN_DIR
-from normpos.precision import fairseq_parses_bf16_without_tpu, parse_args_and_arch
+from normpos import numerics
+
+if __name__ == "__main__":
+    # before torch loads (the imports below load it): the same floats on any AVX2 host (normpos.numerics)
+    numerics.pin_process()
+
+from normpos.plugin import PLUGIN_DIR  # noqa: E402
+from normpos.precision import fairseq_parses_bf16_without_tpu, parse_args_and_arch  # noqa: E402
 
 TOOLS = {"train": "fairseq_cli.train", "generate": "fairseq_cli.generate", "preprocess": "fairseq_cli.preprocess"}
 
@@ -44,9 +51,8 @@ def check_data_dir(tool: str, argv: List[str]) -> None:
         raise UsageError(f"data folder {data} does not exist (prepare it first, e.g. make data-multi30k)")
 
 
-def check_train_options(argv: List[str]) -> None:
-    """Build the optimizer and lr scheduler from the command line on a dummy parameter, so that a bad value
-    (warm-up < 1, lr <= 0, ...) is refused in a second, before fairseq loads data and builds the model."""
+def optimizer_and_scheduler(argv: List[str]):
+    """fairseq's optimizer and lr scheduler for a fairseq-train command line, built on a dummy parameter."""
     import torch
     from fairseq import optim, options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -55,7 +61,13 @@ def check_train_options(argv: List[str]) -> None:
     args = parse_args_and_arch(options.get_training_parser(), with_plugin(argv))
     cfg = convert_namespace_to_omegaconf(args)
     optimizer = optim.build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
-    build_lr_scheduler(cfg.lr_scheduler, optimizer)
+    return optimizer, build_lr_scheduler(cfg.lr_scheduler, optimizer)
+
+
+def check_train_options(argv: List[str]) -> None:
+    """Build the optimizer and lr scheduler from the command line, so that a bad value (warm-up < 1,
+    lr <= 0, ...) is refused in a second, before fairseq loads data and builds the model."""
+    optimizer_and_scheduler(argv)
 
 
 def option_value(argv: List[str], flag: str, default: Optional[str] = None) -> Optional[str]:

@@ -24,6 +24,7 @@ from typing import List, Optional
 
 from omegaconf import OmegaConf
 
+from normpos import numerics
 from normpos.files import write_json, write_text
 from normpos.provenance import git_commit
 
@@ -75,6 +76,7 @@ def describe(cfg: ExperimentCfg, argv: List[str]) -> dict:
         "avg_last_n": cfg.eval.avg_last_n, "compound_split": cfg.eval.compound_split,
         "paper": paper_numbers(cfg),
         "command": command.shell_line(argv), "commit": git_commit(), "machine": machine(),
+        "numerics": numerics.describe(cfg.train.numerics),
     }
 
 
@@ -153,7 +155,7 @@ def sweep_eta(run_left: Optional[float], run_elapsed: float, runs_after: int, pa
 
 def child_env(cfg: ExperimentCfg, job_num: int) -> dict:
     # unbuffered: the log is read line by line while training runs (progress, divergence)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = numerics.environment({**os.environ, "PYTHONUNBUFFERED": "1"}, cfg.train.numerics)
     gpu = devices.gpu_for_job(cfg, job_num)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)

@@ -11,6 +11,8 @@ from typing import Any, List, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from normpos.numerics import MODES as NUMERICS_MODES
+
 SCHEDULES = ("warmup_inverse_sqrt", "step_once", "constant_then_inverse_sqrt", "linear_decay", "constant")
 OPTIMIZERS = ("adam", "sgd", "radam")
 
@@ -84,6 +86,7 @@ class TrainCfg:
     gpus: int = 1                  # > 1: data parallel over this many GPUs (nccl) or, with cpu, CPU processes (gloo)
     num_workers: int = 1
     tensorboard: bool = False      # fairseq's TensorBoard logs into <run dir>/tensorboard
+    numerics: str = "pinned"       # pinned: the same CPU floats on any AVX2 host (normpos.numerics) | native
     extra_args: List[str] = field(default_factory=list)
 
 
@@ -158,6 +161,7 @@ def validate(cfg) -> ExperimentCfg:
     _check(t.max_tokens > 0 and t.update_freq >= 1 and t.gpus >= 1, "train.max_tokens, update_freq and gpus must be positive")
     _check(t.max_epoch > 0 or t.max_update > 0, "set train.max_epoch or train.max_update")
     _check(not (t.fp16 and t.bf16), "train.fp16 and train.bf16 exclude each other")
+    _check(t.numerics in NUMERICS_MODES, f"unknown train.numerics {t.numerics!r}; valid: {', '.join(NUMERICS_MODES)}")
     _check(typed.eval.beam >= 1, f"eval.beam must be >= 1, got {typed.eval.beam}")
     _check(typed.seed >= 0, f"seed must be >= 0, got {typed.seed}")
     return typed

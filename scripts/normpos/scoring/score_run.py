@@ -27,6 +27,7 @@ published; ``score.json`` says next to it how many reference lines keep a ``’`
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -35,6 +36,7 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 
+from normpos import numerics
 from normpos.data.textfiles import hash_file, read_lines
 from normpos.files import write_json, write_lines
 from normpos.scoring import bleu
@@ -164,14 +166,15 @@ def generate_options(config: dict) -> list:
             "--remove-bpe", REMOVE_BPE[config["subword"]], "--max-tokens", str(MAX_TOKENS)]
 
 
-def decode(data_bin: Path, checkpoint: Path, config: dict, workdir: Path) -> tuple:
+def decode(data_bin: Path, checkpoint: Path, config: dict, workdir: Path, numerics_mode: str = "pinned") -> tuple:
     """fairseq-generate on the test split. Returns the hypotheses and references (fairseq's T- lines) in
     corpus order, tokenized and subword-removed; the BLEU line fairseq printed (the cross-check of our
     tokenized BLEU); and the decoding options, for the record."""
     args = generate_options(config)
     cmd = [sys.executable, "-m", "normpos.fairseq_run", "generate", str(data_bin), "--path", str(checkpoint),
            *args, "--results-path", str(workdir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # decoded with the CPU numerics the run trained with (normpos.numerics; run.json "numerics")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=numerics.environment(os.environ, numerics_mode))
     if proc.returncode != 0:
         tail = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["(no message)"]
         raise ScoringError(f"fairseq-generate failed on {checkpoint.name}: {tail[0]}")
@@ -309,7 +312,8 @@ def score_run(run_dir: Path, force: bool = False) -> tuple:
                 checkpoint = average_checkpoints(ckpts, workdir / "averaged.pt")
             except (ValueError, FileNotFoundError) as err:
                 raise ScoringError(f"averaging {len(ckpts)} checkpoints failed: {err}") from None
-        hyps, tok_refs, fairseq_said, args = decode(data_bin, checkpoint, config, workdir)
+        hyps, tok_refs, fairseq_said, args = decode(data_bin, checkpoint, config, workdir,
+                                                    (run.get("numerics") or {}).get("mode", "pinned"))
 
     path_label = str(ckpts[0]) if len(ckpts) == 1 else f"<average of {', '.join(str(p) for p in ckpts)}>"
     record = {

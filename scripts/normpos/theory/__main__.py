@@ -8,6 +8,10 @@ import sys
 # same small-model step). Passive waiting costs little when the machine is idle. It only takes effect if
 # set before torch is loaded, hence here, before the CLI imports anything.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# and the same floats on any AVX2 host (normpos.numerics; NORMPOS_NUMERICS=native to let torch choose)
+from normpos import numerics  # noqa: E402
+
+numerics.pin_process()
 
 from .cli import main  # noqa: E402
 

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 from typing import List, Optional
 
+from normpos import numerics
 from normpos.files import write_json
 from normpos.provenance import git_commit
 
@@ -175,7 +176,8 @@ def run(args) -> Path:
         "data_dir": str(source.bin_dir),
         "dictionary_types": sum(1 for _ in open(source.bin_dir / "dict.de.txt")) + 4,  # + fairseq's 4 specials
         "machine": {**machine(args.device), "torch_threads": threads_used,
-                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)")},
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+                    "numerics": numerics.describe(numerics.mode())},
         "wall_seconds": round(time.time() - start, 1),
         # this process's CPU time: wall time on an otherwise idle machine is about this / threads
         "cpu_seconds": round(time.process_time() - cpu_start, 1),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from normpos import numerics
 from normpos.files import write_text
 
 from . import report_schemes
@@ -221,7 +222,8 @@ def section_setup(rows, meta) -> list:
         f"- Machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch threads "
         f"(OMP_WAIT_POLICY {m['omp_wait_policy']}), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
-        + f"; torch {m['torch']}, fairseq {m['fairseq']}, Python {m['python']}.",
+        + f"; torch {m['torch']}, fairseq {m['fairseq']}, Python {m['python']}"
+        + (f"; {numerics.summary(m['numerics'])}." if "numerics" in m else "; CPU numerics not recorded (before pinning)."),
         f"- Time: {meta['wall_seconds'] / 60:.1f} min wall clock for {meta['models_measured_now']} of "
         f"{meta['models_total']} models" + (" (the rest came from a resumed partial run)"
                                              if meta["models_measured_now"] < meta["models_total"] else "")
