@@ -74,7 +74,9 @@ bench-prep: $(SETUP)  ## sentences/s of our tokenize+BPE path vs a serial baseli
 # JOBS_PER_GPU, else the measured best for this GPU model (make gpu-proof), else 2; a launcher chosen in
 # ARGS (e.g. hydra/launcher=basic) is kept. normpos.experiment.devices decides and says why.
 EXPERIMENT ?= demo
-DATASET ?= $(shell sed -n 's|^  - override /dataset: ||p' configs/experiment/$(EXPERIMENT).yaml)
+# the experiment's dataset (scripts/experiment_dataset.sh); CHECK_EXPERIMENT stops an unknown EXPERIMENT in one line
+DATASET ?= $(shell scripts/experiment_dataset.sh $(EXPERIMENT) 2>/dev/null)
+CHECK_EXPERIMENT = @scripts/experiment_dataset.sh $(EXPERIMENT) >/dev/null
 RUN_ROOT ?= results/runs
 JOBS_PER_GPU ?=
 SWEEP_OVERRIDES = experiment=$(1) $(if $(2),dataset=$(2),) run.root=$(RUN_ROOT) $(if $(DRY_RUN),run.dry_run=true,) $(ARGS)
@@ -88,12 +90,15 @@ IWSLT_EXPERIMENTS = sec3_postln_adam sec3_postln_sgd sec4_preln_vs_postln sec4_r
 MULTI30K_EXPERIMENTS = sec3_postln_adam sec4_preln_vs_postln
 
 sweep: $(SETUP)  ## run one experiment's sweep: EXPERIMENT=name [DATASET=...] [ARGS=...] [DRY_RUN=1] [JOBS_PER_GPU=N]
+	$(CHECK_EXPERIMENT)
 	$(call SWEEP,$(EXPERIMENT),$(DATASET))
 
 table: $(SETUP)  ## BLEU/chrF++ table with significance vs the baseline: EXPERIMENT=name [DATASET=...] [REPORT_ARGS=...]
+	$(CHECK_EXPERIMENT)
 	$(call REPORT,table,$(DATASET),$(EXPERIMENT))
 
 figures: $(SETUP)  ## the paper's Fig. 2/4 analogues and the speed-up figure: EXPERIMENT=name [DATASET=...]
+	$(CHECK_EXPERIMENT)
 	$(call REPORT,figures,$(DATASET),$(EXPERIMENT))
 
 define reproduce

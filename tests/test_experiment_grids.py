@@ -1,7 +1,7 @@
 """Every point of every experiment's sweep grid, not only each experiment's base: composed by Hydra, validated,
 turned into its fairseq-train command, parsed by fairseq and its model built (the variants preln_step_once,
 preln_constant_then_inverse_sqrt, the RAdam ones, every scheme overlay...); and every ``make reproduce-*``
-target's DRY_RUN lists exactly one command per grid point and seed (51 for reproduce-iwslt, as README says).
+target's DRY_RUN lists exactly one command per grid point and seed (51 for reproduce-iwslt, the number docs/experiments.md states).
 
 The grids are read from the experiment files' ``hydra.sweeper.params`` (comma-separated values), the
 experiments of each target from the Makefile, so a new variant or target is covered without editing this file.
@@ -26,7 +26,9 @@ from test_experiment_configs import EXPERIMENTS, composed
 pytestmark = pytest.mark.slow
 
 SHAPES = {"iwslt_de_en": (6, 512, 1024, 4), "wmt_en_de_base": (6, 512, 2048, 8)}  # layers, d, FFN, heads
-README_IWSLT_RUNS = 51  # README: make reproduce-iwslt DRY_RUN=1 lists 51 runs
+README_IWSLT_RUNS = 51  # docs/experiments.md: make reproduce-iwslt DRY_RUN=1 lists 51 runs
+DOCS_IWSLT_RUNS = re.search(r"make reproduce-iwslt DRY_RUN=1 .*\((\d+) runs\)",
+                            (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text())
 
 
 def sweep_params(experiment: str) -> dict:
@@ -120,5 +122,5 @@ def test_every_reproduce_targets_dry_run_lists_one_command_per_grid_point(tmp_pa
         assert len(commands) == sum(len(grid(e, with_seeds=True)) for e in experiments), target
         assert len(set(commands)) == len(commands), target  # every run once
         counts[target] = len(commands)
-    assert counts["reproduce-iwslt"] == README_IWSLT_RUNS
+    assert counts["reproduce-iwslt"] == README_IWSLT_RUNS == int(DOCS_IWSLT_RUNS.group(1))
     assert not list(tmp_path.rglob("status.json"))  # a dry run trains nothing

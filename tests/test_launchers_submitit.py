@@ -4,7 +4,7 @@
   ``checkpoint()`` that requeues it) on this machine: a 2-configuration tiny grid trains, records and scores
   end to end, and one of its jobs is preempted mid-run (the Slurm signal, SIGUSR2, then the job's processes
   stopped as a requeue does) and resumes from checkpoint_last.pt.
-- The README's Slurm example goes through the real sweep app and submitit's Slurm executor up to the
+- The Slurm example of docs/gpus-and-clusters.md goes through the real sweep app and submitit's Slurm executor up to the
   scheduler: a stand-in ``sbatch`` keeps the job script submitit wrote, and the test reads its #SBATCH lines.
 """
 
@@ -144,7 +144,7 @@ SLURM_EXAMPLE = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"
 
 
 def test_slurm_example_becomes_this_job_script(tmp_path):
-    """The README's Slurm example, through the sweep app and submitit's Slurm executor: 18 array jobs (the
+    """The Slurm example of docs/gpus-and-clusters.md, through the sweep app and submitit's Slurm executor: 18 array jobs (the
     sec. 3.2 Adam grid), 6 at a time, one GPU, 8 CPUs, 32 GB and 12 hours each, USR2 120 s before the limit,
     logs under the run root."""
     stubs = tmp_path / "bin"

@@ -102,6 +102,65 @@ def test_a_check_that_changed_more_than_the_init_is_not_compared(run_dir, tmp_pa
     assert not any(r["setting"].endswith("/torch_default") for r in compared)
 
 
+def machine_paths() -> list:
+    """The absolute paths a record must not name: the checkout and the shared data folder (the checkout's
+    cache of binarized data lies inside the checkout)."""
+    from normpos.theory import data
+
+    return [str(REPO), str(data.shared_data().resolve())]
+
+
+def test_records_name_data_by_name_and_checksum_not_by_this_machines_paths(run_dir):
+    import hashlib
+    import json
+
+    from normpos.theory import data
+
+    for name in ("run.json", "report.md"):
+        text = (run_dir / name).read_text()
+        assert not [p for p in machine_paths() if p in text], name
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["data_dir"] == "data/theory-cache/iwslt14"
+    valid_de = data.shared_data() / "iwslt14" / "fairseq-prepared-partial" / "valid.de"
+    digest = hashlib.sha256(valid_de.read_bytes()).hexdigest()  # independently of data.checksums
+    assert meta["data_sha256"]["shared:iwslt14/fairseq-prepared-partial/valid.de"] == digest
+    assert digest[:16] in (run_dir / "report.md").read_text()
+
+
+def test_report_only_makes_an_old_record_portable_and_keeps_every_number(run_dir, tmp_path):
+    import json
+    import shutil
+
+    from normpos.theory import data
+
+    out = tmp_path / "old"
+    shutil.copytree(run_dir, out)
+    meta = json.loads((out / "run.json").read_text())
+    # a record as the measuring code wrote it before records were portable
+    source = data.resolve("iwslt14")
+    meta["data"] = f"IWSLT14 de-en valid (... {data.shared_data() / 'iwslt14'}); joined dictionary"
+    meta["data_dir"] = str(source.bin_dir)
+    meta["options"]["out"] = str(out)
+    del meta["data_sha256"]
+    (out / "run.json").write_text(json.dumps(meta))
+    (out / "report.md").write_text(
+        (run_dir / "report.md").read_text().replace("data/theory-cache", str(REPO / "data/theory-cache")))
+    before = (out / "measurements.csv").read_bytes()
+    assert cli.main(["--report-only", "--out", str(out)]) == 0
+    assert (out / "measurements.csv").read_bytes() == before
+    for name in ("run.json", "report.md"):
+        assert not [p for p in machine_paths() if p in (out / name).read_text()], name
+    portable = json.loads((out / "run.json").read_text())
+    assert portable["data_sha256"] == data.checksums(source) and portable["data_dir"] == "data/theory-cache/iwslt14"
+    # every line but the provenance lines is what the measuring run wrote: the numbers come from the CSV
+    fresh = [l for l in (run_dir / "report.md").read_text().splitlines() if not l.startswith("- Data:")]
+    assert [l for l in (out / "report.md").read_text().splitlines() if not l.startswith("- Data:")] == fresh
+    # the same named source now giving other data is refused, not silently recorded
+    meta["dictionary_types"] += 1
+    (out / "run.json").write_text(json.dumps(meta))
+    assert cli.main(["--report-only", "--out", str(out)]) == 2
+
+
 def test_every_scheme_gets_the_compact_figure_and_its_slope(data_dir, tmp_path):
     # beyond Post-LN and Pre-LN: one figure with a line per scheme, a table with each scheme's slope
     out = tmp_path / "schemes"

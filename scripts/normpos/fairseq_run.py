@@ -12,6 +12,8 @@ for the host). ``--bf16`` trains in bfloat16 on CPU and CUDA rather than asking 
 A checkpoint that torch's weights_only loader refuses (``pickle.UnpicklingError``: it asks for types a
 fairseq checkpoint does not hold, see ``normpos_fairseq.checkpoint_compat``) is reported the same way, with
 the checkpoint the command named and how to opt in for a trusted file.
+``train ... --help`` prints fairseq's help followed by the plugin model's options (``normpos.plugin``), which
+fairseq's own help cannot list: it exits while parsing ``--arch``, before any model adds its options.
 """
 
 import importlib
@@ -92,9 +94,27 @@ def checkpoint_named(tool: str, argv: List[str]) -> str:
     return restore
 
 
+def train_help(argv: List[str]) -> int:
+    """fairseq-train's help, then the options our model adds (no data folder needed, as for fairseq's)."""
+    from fairseq import options
+
+    from normpos.plugin import options_help
+
+    try:
+        parse_args_and_arch(options.get_training_parser(), with_plugin(argv))
+    except SystemExit as done:  # argparse exits after printing the help
+        if done.code not in (0, None):
+            return int(done.code)
+    sys.stdout.flush()
+    print("\n" + options_help(), end="")
+    return 0
+
+
 def run(tool: str, argv: List[str]) -> int:
     if tool not in TOOLS:
         raise UsageError(f"unknown tool {tool!r}; valid: {', '.join(TOOLS)}")
+    if tool == "train" and ("-h" in argv or "--help" in argv):
+        return train_help(argv)
     check_data_dir(tool, argv)
     if tool == "train":
         check_train_options(argv)

@@ -25,3 +25,13 @@ def git_commit(short: bool = False) -> str:
     excludes = [f":(exclude){d}" for d in OUTPUT_DIRS]
     dirty = _git("status", "--porcelain", "--", ".", *excludes).stdout.strip()
     return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def portable_path(path) -> str:
+    """A path as a committed record should hold it: relative to the checkout when it lies inside it (so the
+    record reads the same on every clone and names no machine's folders), otherwise as given."""
+    text = str(path)
+    try:
+        return Path(text).resolve().relative_to(REPO).as_posix() or "."
+    except ValueError:
+        return text

@@ -25,6 +25,7 @@ from tabulate import tabulate
 
 from normpos.experiment.identity import budget_words
 from normpos.files import write_text
+from normpos.provenance import portable_path
 from normpos.report import significance
 from normpos.report.runs import DIVERGED, FAILED, FINISHED, RUNNING, by_config, experiment_title, load_runs, mean_std
 
@@ -218,7 +219,8 @@ def provenance(runs: list, root: Path, out: Path, baseline: str | None = None, c
     options that chose the baseline row, so the command given reproduces the table)."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     options = ([] if compare else ["--no-significance"]) + (["--baseline", baseline] if baseline and compare else [])
-    report = shlex.join(["python", "-m", "normpos.report", "table", "--root", str(root), "--out", str(out), *options])
+    report = shlex.join(["python", "-m", "normpos.report", "table", "--root", portable_path(root),
+                         "--out", portable_path(out), *options])
     commits = sorted({str(r.info.get("commit")) for r in runs if r.info.get("commit")})
     machines = sorted({str(r.info.get("machine")) for r in runs if r.info.get("machine")})
     lines = ["## Provenance", "",
@@ -227,23 +229,25 @@ def provenance(runs: list, root: Path, out: Path, baseline: str | None = None, c
              f"- Machine(s): {'; '.join(machines) or 'not recorded'}.", "",
              "<details><summary>Commands (training, then test decoding)</summary>", ""]
     for run in runs:
-        lines.append(f"- `{run.path}`: `{portable_command(run.info.get('command', 'not recorded'))}`")
+        lines.append(f"- `{portable_path(run.path)}`: `{portable_command(run.info.get('command', 'not recorded'))}`")
         if run.score and run.score.get("command"):
-            lines.append(f"  - test decoding: `{run.score['command']}`")
+            lines.append(f"  - test decoding: `{portable_command(run.score['command'])}`")
     lines += ["", "</details>"]
     return lines
 
 
 def portable_command(command: str) -> str:
     """The command as it runs on any clone: the interpreter that made it (an absolute path of that machine,
-    e.g. /work/main/.venv/bin/python) shown as ``python``."""
+    e.g. /work/main/.venv/bin/python) shown as ``python``, and paths inside the checkout relative to it."""
     try:
         argv = shlex.split(command)
     except ValueError:
         return command
-    if argv and INTERPRETER.match(argv[0]):
-        return shlex.join(["python", *argv[1:]])
-    return command
+    if not argv:
+        return command
+    head = ["python"] if INTERPRETER.match(argv[0]) else [argv[0]]
+    portable = [*head, *(portable_path(a) if a.startswith("/") else a for a in argv[1:])]
+    return command if portable == argv else shlex.join(portable)
 
 
 def make_table(root: Path, out: Path, baseline: str | None = None, compare: bool = True) -> dict:

@@ -5,6 +5,8 @@ seeds, under the paper's FFN init (fairseq 0.9, ``xavier``; current fairseq's ``
 ``--inits``) and under the theory's own assumptions; writes ``measurements.csv`` (every number), ``run.json`` (how it was
 made), the Fig. 3-style figures and ``report.md`` into ``--out``. A killed run resumes from
 ``measurements.partial.csv``. Problems with the input are reported as one line ``normpos.theory: error: ...``.
+``--report-only`` measures nothing: it re-renders the report and figures from ``measurements.csv`` and
+``run.json`` in ``--out``, first bringing a record written before records were portable to the portable form.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import List, Optional
 
 from normpos import numerics
 from normpos.files import write_json
-from normpos.provenance import git_commit
+from normpos.provenance import git_commit, portable_path
 
 from . import data as data_lib
 from .model import MAX_TOKENS
@@ -71,6 +73,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: re-render report.md and the figures in --out from its measurements.csv "
+                        "and run.json (whose paths are made portable first)")
     return p.parse_args(argv)
 
 
@@ -118,6 +123,51 @@ def machine(device: str) -> dict:
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def data_record(source: data_lib.DataSource) -> dict:
+    """How run.json names the data: by name and sha256 of its files, the binarized folder relative to the
+    checkout; never this machine's absolute paths."""
+    return {
+        "data": source.description,
+        "data_dir": portable_path(source.bin_dir),
+        "data_sha256": data_lib.checksums(source),
+        "dictionary_types": sum(1 for _ in open(source.bin_dir / "dict.de.txt")) + 4,  # + fairseq's 4 specials
+    }
+
+
+def options_record(options: dict) -> dict:
+    return {k: (portable_path(v) if isinstance(v, Path) else v) for k, v in options.items()
+            if k not in ("argv", "report_only")}
+
+
+def make_portable(out: Path) -> dict:
+    """run.json of ``out`` with its data named as :func:`data_record` names it and its folders relative to
+    the checkout. A record from before that form is recomputed from the same named source, which must give
+    the same dictionary the measurement had (else the source changed and the record cannot be vouched for)."""
+    meta = json.loads((out / "run.json").read_text())
+    if "data_sha256" not in meta:
+        record = data_record(data_lib.resolve(meta["options"]["data"]))
+        if record["dictionary_types"] != meta["dictionary_types"]:
+            raise UsageError(
+                f"{out / 'run.json'}: its data {meta['options']['data']!r} now gives {record['dictionary_types']} "
+                f"dictionary entries, the measurement had {meta['dictionary_types']}: not the same data"
+            )
+        meta.update(record)
+        meta["data_sha256_note"] = "computed when the record was made portable (--report-only), from the same source"
+    meta["options"] = {**options_record(meta["options"]), "out": portable_path(out)}
+    return meta
+
+
+def report_only(args) -> Path:
+    from . import report
+
+    if not (args.out / "measurements.csv").is_file() or not (args.out / "run.json").is_file():
+        raise UsageError(f"--report-only: {args.out} has no measurements.csv and run.json")
+    quiet()
+    write_json(args.out / "run.json", make_portable(args.out))
+    report.write(args.out)
+    return args.out
 
 
 def run(args) -> Path:
@@ -172,9 +222,7 @@ def run(args) -> Path:
     meta = {
         "command": " ".join(["python -m normpos.theory", *map(shlex.quote, args.argv)]),
         "git_commit": git_commit(),
-        "data": source.description,
-        "data_dir": str(source.bin_dir),
-        "dictionary_types": sum(1 for _ in open(source.bin_dir / "dict.de.txt")) + 4,  # + fairseq's 4 specials
+        **data_record(source),
         "machine": {**machine(args.device), "torch_threads": threads_used,
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
                     "numerics": numerics.describe(numerics.mode())},
@@ -185,7 +233,7 @@ def run(args) -> Path:
         "models_total": len(jobs),
         "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "argv"},
+        "options": options_record(vars(args)),
         "schemes": {name: {"paper": get_scheme(name).paper, "summary": get_scheme(name).summary}
                     for name in args.schemes},
     }
@@ -204,11 +252,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     args.argv = argv
     try:
-        out = run(args)
+        out = report_only(args) if args.report_only else run(args)
     except (UsageError, ValueError, FileNotFoundError, data_lib.DataMissing) as err:
         if os.environ.get("NORMPOS_TRACEBACK"):
             raise
         print(f"normpos.theory: error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {out / 'measurements.csv'}, {out / 'report.md'} and the figures")
+    wrote = "" if args.report_only else f"{out / 'measurements.csv'}, "
+    print(f"wrote {wrote}{out / 'report.md'} and the figures")
     return 0

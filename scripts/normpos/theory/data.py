@@ -12,10 +12,14 @@ Three sources, in this order of preference:
 
 2 and 3 are binarized once with ``fairseq-preprocess`` into ``data/theory-cache/NAME/`` (gitignored),
 written to a temporary folder and renamed only when fairseq succeeded.
+
+A source is recorded by name and by the sha256 of the files it reads (:func:`checksums`), never by this
+machine's absolute paths, so a committed ``run.json`` or report reads the same on every clone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -37,11 +41,35 @@ class DataMissing(Exception):
 @dataclass(frozen=True)
 class DataSource:
     bin_dir: Path  # fairseq data folder with dict.de.txt and the SPLIT split
-    description: str  # one line for the report: what text, which dictionary
+    description: str  # one line for the report: what text, which dictionary (no absolute path)
+    files: tuple = ()  # the files the measurement's text comes from, checksummed in the record
 
 
 def shared_data() -> Path:
     return Path(os.environ.get("NORMPOS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def record_name(path: Path) -> str:
+    """How a record names a file: ``shared:<path under the shared data folder>`` for the shared data,
+    relative to the checkout inside it, else as given."""
+    from normpos.provenance import portable_path
+
+    try:
+        return "shared:" + Path(path).resolve().relative_to(shared_data().resolve()).as_posix()
+    except ValueError:
+        return portable_path(path)
+
+
+def checksums(source: DataSource) -> dict:
+    """{record name: sha256} of every file the source's text comes from."""
+    sums = {}
+    for path in source.files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        sums[record_name(path)] = digest.hexdigest()
+    return sums
 
 
 def _require(paths: list[Path], hint: str) -> None:
@@ -95,8 +123,9 @@ def _iwslt14() -> DataSource:
     _binarize(dest, [src / "valid", src / "test"], src / "valid", [])
     return DataSource(
         dest,
-        f"IWSLT14 de-en valid (fairseq prepare-iwslt14.sh, 7,283 pairs of training-split text, {src}); "
-        "joined dictionary from valid+test, not train (no train text offline)",
+        f"IWSLT14 de-en valid (fairseq prepare-iwslt14.sh, 7,283 pairs of training-split text, "
+        f"{record_name(src)}); joined dictionary from valid+test, not train (no train text offline)",
+        tuple(files),
     )
 
 
@@ -107,7 +136,8 @@ def _multi30k() -> DataSource:
     dest = CACHE / "multi30k"
     # 10K words, the size of the paper's IWSLT14 BPE vocabulary (App. A.1)
     _binarize(dest, [tok / "train.lc.norm.tok"], tok / "val.lc.norm.tok", ["--nwordssrc", "10000"])
-    return DataSource(dest, f"Multi30k de-en val (1,014 pairs, {tok}); joined dictionary from its train, 10K words")
+    return DataSource(dest, f"Multi30k de-en val (1,014 pairs, {record_name(tok)}); joined dictionary from its train, "
+                      "10K words", tuple(files))
 
 
 def resolve(source: str) -> DataSource:
@@ -121,7 +151,9 @@ def resolve(source: str) -> DataSource:
         if (cand / "dict.de.txt").exists():
             if not any(cand.glob(f"{SPLIT}.de-en.de.*")):
                 raise DataMissing(f"{cand} has no {SPLIT} split (expected {SPLIT}.de-en.de.bin/.idx)")
-            return DataSource(cand, f"prepared fairseq data {cand}, split {SPLIT}, its own dictionary")
+            files = (cand / "dict.de.txt", *sorted(cand.glob(f"{SPLIT}.de-en.*")))
+            return DataSource(cand, f"prepared fairseq data {record_name(cand)}, split {SPLIT}, its own dictionary",
+                              files)
     raise DataMissing(
         f"--data {source}: neither {', '.join(SOURCES)} nor a fairseq data folder with dict.de.txt"
     )

@@ -218,7 +218,9 @@ def section_setup(rows, meta) -> list:
         "## How this was made",
         f"- Command: `{meta['command']}`",
         f"- Git commit: {meta['git_commit']}",
-        f"- Data: {meta['data']} (`{meta['data_dir']}`, {meta['dictionary_types']} dictionary entries).",
+        f"- Data: {meta['data']} (`{meta['data_dir']}`, {meta['dictionary_types']} dictionary entries"
+        + "".join(f"; `{name}` sha256 {digest[:16]}" for name, digest in meta.get("data_sha256", {}).items())
+        + ").",
         f"- Machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch threads "
         f"(OMP_WAIT_POLICY {m['omp_wait_policy']}), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
