@@ -26,6 +26,15 @@ $(SETUP_STAMP): requirements/lock.txt requirements/test.txt pyproject.toml scrip
 test: $(SETUP)  ## run the test suite (sets up .venv first if needed)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
+# Golden training curves (scripts/normpos/golden): every scheme, the N-gram window, data parallelism and every lr
+# schedule on a tiny model, under pinned CPU numerics; tests/test_golden_curves.py checks them in `make test`
+golden: $(SETUP)  ## rewrite tests/golden/ from this machine and print what changed ("unchanged" = this host reproduces them)
+	$(PY) -m normpos.golden regenerate $(if $(CASES),--cases $(CASES),)
+
+bench-numerics: $(SETUP)  ## updates/s of the CPU demo model with pinned vs native CPU numerics (the pin's cost)
+	$(MAKE) --no-print-directory data-multi30k
+	$(PY) -m normpos.bench_numerics $(BENCH_NUMERICS_ARGS)
+
 bench: $(SETUP)  ## tokens/s of our Post-LN and Pre-LN vs fairseq's built-in transformer, same batches, one run
 	$(PY) -m normpos.bench_models $(BENCH_ARGS)
 
@@ -134,5 +143,5 @@ demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN with
 	$(call REPORT,table,multi30k,demo)
 	$(call REPORT,figures,multi30k,demo)
 
-.PHONY: help setup test bench bench-decode gpu-proof gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
+.PHONY: help setup test golden bench-numerics bench bench-decode gpu-proof gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
 	reproduce-iwslt reproduce-wmt reproduce-multi30k demo schemes-demo
