@@ -168,12 +168,12 @@ def write(out: Path) -> dict:
     for d in depths:
         table += [f"### Every run at L = {d}", ""] + column_map(rows, plan, d) + [""]
     write_text(out / "table.md", "\n".join(["# Stability frontier: tables", ""] + table + warmup_section(maps, plan)))
-    write_text(out / "README.md", readme(plan, rows, fronts, slopes, link, maps, fig1, fig2, table))
+    write_text(out / "README.md", readme(plan, rows, fronts, slopes, link, maps, fig1, fig2))
     return {"frontiers": fronts, "slopes": frontier_slopes, "link": link}
 
 
 def _num(x) -> str:
-    return "" if x is None else f"{x:.4f}"
+    return "" if x is None else f"{round(x, 4) + 0.0:.4f}"  # never -0.0000
 
 
 def frontier_table(fronts: Dict[tuple, Frontier], slopes: dict, plan: dict) -> List[str]:
@@ -218,7 +218,7 @@ def comparison_section(link: dict) -> List[str]:
             *[f"- {link['stats'][stack]['verdict']}" for stack in theory_link.STACKS], ""]
 
 
-def readme(plan, rows, fronts, slopes, link, maps, fig1, fig2, table) -> str:
+def readme(plan, rows, fronts, slopes, link, maps, fig1, fig2) -> str:
     b = plan["bar"]
     counts: Dict[str, int] = {}
     for r in rows:
@@ -260,8 +260,10 @@ def readme(plan, rows, fronts, slopes, link, maps, fig1, fig2, table) -> str:
         f"**lr\\*** is the largest grid lr that trains with every smaller lr of its band training too, for every "
         f"seed run there; seed {plan['seeds'][0]} climbs every column from the smallest lr and stops after "
         f"{plan['skip_after']} lrs in a row that do not train (the lrs above cannot move lr\\*; the maps below "
-        f"mark them ·); seeds {plan['seeds'][1:] or 'none'} run next to that frontier, and where they disagree the "
-        "table gives a band: lr* (every seed trains) – the lr some seed still trains at. `≥` marks a lr* at the "
+        f"mark them ·); " + (f"seed(s) {', '.join(map(str, plan['seeds'][1:]))} run next to that frontier, and "
+                              "where they disagree the table gives a band: lr* (every seed trains) – the lr some "
+                              "seed still trains at. " if len(plan["seeds"]) > 1 else "one seed: no bands. ")
+        + "`≥` marks a lr* at the "
         "top of the grid (a bound), `none` a column in which no lr trains in N updates. The slope is fitted to "
         "the depths whose lr* lies inside the grid.",
         "",

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 
 from normpos.experiment import command, run_one, sweep_log, write_faults
 from normpos.experiment.schema import ExperimentCfg, validate
+from normpos.report.runs import FAILED
 
 from . import plan as planning
 from .classify import Outcome, classify
@@ -103,15 +104,17 @@ class Pool:
 
     def _train(self, key: Key, slot: int) -> Tuple[Outcome, Path, bool]:
         self.lines.tag(key.words())
+        cfg = run_config(self.base, key)  # validated before the map started: cannot fail here
+        directory = command.run_dir(cfg)
         try:
-            cfg = run_config(self.base, key)
-            directory = command.run_dir(cfg)
             try:
                 status = run_one.run(cfg, slot)
             except OSError as err:  # a full disk or a read-only folder ends this run, not the map
                 write_faults.record_failure(directory, err)
                 status = {"status": "failed"}
             return classify(directory, self.bar), directory, status.get("outcome") == "skipped"
+        except Exception as err:  # noqa: BLE001 - an unreadable run folder is this run's failure, not the map's
+            return Outcome(FAILED, None, None, None, None, f"{type(err).__name__}: {err}"), directory, False
         finally:
             self.lines.tag(None)
 
@@ -227,7 +230,7 @@ def run_map(preset: Preset, base, bar_bits: float, jobs: int, log_path: Path) ->
                 print(f"[frontier {done}/<={done + sum(left.values())}] {key.words()}: {outcome.kind}{nll} "
                       f"({took}); {(time.time() - progress.start) / 60:.1f} min so far, {progress.words(left)}",
                       flush=True)
-                if not announced and progress.left(left) is not None:
+                if not announced and not reused and progress.left(left) is not None:
                     announced = True
                     print(f"frontier: projected from the runs so far: {progress.words(left)}", flush=True)
     except KeyboardInterrupt:
