@@ -114,6 +114,8 @@ def plan_lines(preset: Preset, grid, rows, cfg, jobs, why, bar: Optional[dict]) 
         f" + at most {warm} warm-up runs ({', '.join(sorted({r.scheme for r in rows})) or 'none'} at "
         f"L{preset.warmup.depth}, W {', '.join(str(w) for w in sorted({r.warmup for r in rows}))})",
         f"  at most ~{first + extra + warm} runs, {jobs} at once ({why}); finished runs are reused",
+        "  time: projected from the measured seconds per run at each depth, once the first run at each depth "
+        "(runs of the map, started first) has ended",
     ]
     if bar:
         lines.append(f"  trains: valid nll at update N below {bar['bar_bits']:.3f} bits = the target unigram "
