@@ -128,6 +128,18 @@ reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer bas
 reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWSLT model size (GPU) [DRY_RUN=1]
 	$(call reproduce,multi30k,$(MULTI30K_EXPERIMENTS))
 
+# The stability frontier (scripts/normpos/frontier): per scheme x depth, the largest lr that trains without warm-up
+# on a log grid, runs chosen from the outcomes so far (a column stops after 2 lrs in a row that do not train),
+# its plan and projected time printed first. PRESET=cpu (2 cores, ~100 min), iwslt (GPUs), tiny (tests);
+# SCHEMES=a,b DEPTHS=2,4 LRS=... restrict it; ARGS adds Hydra overrides for every run; DRY_RUN=1 lists commands.
+PRESET ?= cpu
+FRONTIER_ARGS ?=
+frontier: $(SETUP)  ## largest lr without warm-up per scheme x depth: PRESET=cpu|iwslt|tiny [SCHEMES= DEPTHS= DRY_RUN=1]
+	$(if $(DRY_RUN)$(filter tiny,$(PRESET)),,$(MAKE) --no-print-directory data-multi30k)
+	$(PY) -m normpos.frontier --preset $(PRESET) --run-root $(RUN_ROOT) $(if $(SCHEMES),--schemes '$(SCHEMES)',) \
+	  $(if $(DEPTHS),--depths '$(DEPTHS)',) $(if $(LRS),--lrs '$(LRS)',) $(if $(DRY_RUN),--dry-run,) $(FRONTIER_ARGS) \
+	  $(if $(ARGS),-- $(ARGS),)
+
 # N-gram masked decoder self-attention (Chelba et al. 2020) on the demo's setting: test BLEU of a model trained
 # with each N (configs/experiment/ngram_demo.yaml), each compared with full attention (paired tests), then
 # fairseq-generate's speed per N on the full-attention one
@@ -144,4 +156,4 @@ demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN with
 	$(call REPORT,figures,multi30k,demo)
 
 .PHONY: help setup test golden bench-numerics bench bench-decode gpu-proof gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
-	reproduce-iwslt reproduce-wmt reproduce-multi30k demo schemes-demo
+	reproduce-iwslt reproduce-wmt reproduce-multi30k demo schemes-demo frontier

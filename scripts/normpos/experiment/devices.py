@@ -150,7 +150,8 @@ def launcher_overrides(cfg, overrides: Sequence[str], n_gpus: int, per_gpu: int)
         f"{n_jobs} runs at once: {per_gpu} per GPU x {n_gpus} GPU(s)"
 
 
-def _gpu_name() -> Optional[str]:
+def gpu_name() -> Optional[str]:
+    """The first visible GPU's model name (what packing.json files are matched by), None without one."""
     try:
         import torch
 
@@ -178,7 +179,7 @@ def launcher_args(overrides: Sequence[str], requested: Optional[str], folder: Pa
     visible = visible_gpus()
     if not visible:
         return [], "no GPU visible"
-    per_gpu, source = jobs_per_gpu(requested, _gpu_name(), folder)
+    per_gpu, source = jobs_per_gpu(requested, gpu_name(), folder)
     try:
         cfg = _compose(overrides)
     except Exception as err:  # noqa: BLE001 - any composition error is the sweep's to report

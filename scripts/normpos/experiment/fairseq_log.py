@@ -53,6 +53,8 @@ def epoch_record(train: dict, valid: dict, progress: Optional[float] = None) -> 
         "num_updates": int(valid.get("valid_num_updates", train.get("train_num_updates", 0)) or 0),
         "train_loss": get(train, "train_loss"),
         "valid_loss": get(valid, "valid_loss"),
+        # without label smoothing: comparable with a cross-entropy computed from the data (normpos.frontier)
+        "valid_nll_loss": get(valid, "valid_nll_loss"),
         "valid_bleu": get(valid, "valid_bleu"),
         "lr": get(train, "train_lr"),
         "updates_per_s": get(train, "train_ups"),  # fairseq's own measure, over the last log interval / epoch
