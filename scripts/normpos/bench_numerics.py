@@ -62,7 +62,7 @@ def main(argv=None) -> int:
           f"pinned / native = {ratio:.3f}")
     if args.json:
         write_json(args.json, {"host_isa": host, "rounds": speeds, "median": median, "ratio_pinned_over_native": ratio,
-                               "updates": args.updates, "commit": git_commit(), "pinned": numerics.PINNED})
+                               "updates": args.updates, "commit": git_commit(), "pinned": numerics.pinned()})
     return 0
 
 

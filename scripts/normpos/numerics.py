@@ -13,6 +13,8 @@ host from the result:
 - ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN's kernels (convolutions, some fused ops);
 - ``OMP_NUM_THREADS=2``, ``MKL_NUM_THREADS=2``: reductions split the same way on every host (2 = the
   reference machine's cores; a host with more cores runs these jobs on 2 threads, one with fewer oversubscribes).
+  A driver that runs several small jobs side by side may fix another count with ``NORMPOS_NUMERICS_THREADS``
+  (the frontier map uses 1): still the same on every host, and recorded, but other bits than 2 threads give.
 
 The pin is a process environment, so it must be in place before torch is loaded: :func:`pin_process` is called
 first thing by the entry points that run torch (``normpos.fairseq_run``, ``normpos.theory``), and
@@ -32,14 +34,9 @@ from typing import Dict, Mapping, Optional
 
 MODES = ("pinned", "native")
 ENV_MODE = "NORMPOS_NUMERICS"
+ENV_THREADS = "NORMPOS_NUMERICS_THREADS"
 THREADS = 2
-PINNED: Dict[str, str] = {
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "AVX2",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "OMP_NUM_THREADS": str(THREADS),
-    "MKL_NUM_THREADS": str(THREADS),
-}
+PINNED_ISA: Dict[str, str] = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # Not numerics but speed: OpenMP threads that spin while waiting make every step of a job 5-10 times slower when
 # another job shares the cores (measured for normpos.theory: 1.5 s vs 7-19 s a step). Passive waiting costs
 # little on an idle machine. A default only: the caller's value wins.
@@ -60,14 +57,23 @@ def mode(env: Optional[Mapping[str, str]] = None) -> str:
     return value
 
 
+def pinned(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """Every pinned setting: the AVX2 code paths and the thread count (``NORMPOS_NUMERICS_THREADS`` in ``env``,
+    default 2)."""
+    threads = (os.environ if env is None else env).get(ENV_THREADS) or str(THREADS)
+    if not threads.isdigit() or int(threads) < 1:
+        raise NumericsError(f"{ENV_THREADS}={threads!r} must be a whole number >= 1")
+    return {**PINNED_ISA, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 def environment(base: Mapping[str, str], numerics: str) -> Dict[str, str]:
-    """``base`` plus what a child process needs to run with ``numerics`` (pinned: :data:`PINNED` over
+    """``base`` plus what a child process needs to run with ``numerics`` (pinned: :func:`pinned` over
     whatever ``base`` says; native: ``base`` as it is). The child's own pin_process sees the mode too."""
     if numerics not in MODES:
         raise NumericsError(f"unknown numerics mode {numerics!r}; valid: {', '.join(MODES)}")
     env = {**THREAD_DEFAULTS, **base, ENV_MODE: numerics}
     if numerics == "pinned":
-        env.update(PINNED)
+        env.update(pinned(base))
     return env
 
 
@@ -80,7 +86,7 @@ def pin_process() -> str:
 
         if "torch" in sys.modules:
             raise RuntimeError("normpos.numerics.pin_process() must run before torch is imported")
-        os.environ.update(PINNED)
+        os.environ.update(pinned())
     for key, value in THREAD_DEFAULTS.items():
         os.environ.setdefault(key, value)
     return current
@@ -109,11 +115,11 @@ def describe(numerics: str) -> dict:
     host = host_isa()
     if numerics == "pinned":
         used = "avx2" if host in ("avx512", "avx2") else host  # torch falls back when the host lacks AVX2
-        record = {"mode": "pinned", "settings": dict(PINNED), "host_isa": host, "cpu_capability": used}
+        record = {"mode": "pinned", "settings": pinned(), "host_isa": host, "cpu_capability": used}
         if host not in ("avx512", "avx2"):
             record["warning"] = f"host ISA {host}: the AVX2 pin cannot hold, results differ from pinned hosts"
         return record
-    outside = {k: os.environ[k] for k in PINNED if k in os.environ}
+    outside = {k: os.environ[k] for k in pinned() if k in os.environ}
     return {"mode": "native", "settings": outside, "host_isa": host,
             "cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", host)}
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from normpos import numerics
+
 from . import plan as planning
 from .plan import Key, PlanError, Preset
 
@@ -248,10 +250,12 @@ MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str
 
 
 def cpu_environment(jobs: int) -> None:
-    """What the CPU runs inherit (unless already set): one share of the cores each, and the malloc settings."""
+    """What the CPU runs inherit (unless already set): one torch thread each, and the malloc settings."""
     if jobs > 1:
-        # small models: torch threads of runs side by side only fight over the cores
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+        # small models: torch threads of runs side by side only fight over the cores. Pinned numerics fix the
+        # thread count for every host (normpos.numerics): 1 here, whatever the host's cores, so the map's
+        # numbers do not depend on the machine
+        os.environ.setdefault(numerics.ENV_THREADS, "1")
     for name, value in MALLOC.items():
         os.environ.setdefault(name, value)
 
