@@ -134,7 +134,7 @@ reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWS
 # SCHEMES=a,b DEPTHS=2,4 LRS=... restrict it; ARGS adds Hydra overrides for every run; DRY_RUN=1 lists commands.
 PRESET ?= cpu
 FRONTIER_ARGS ?=
-frontier: $(SETUP)  ## largest lr without warm-up per scheme x depth: PRESET=cpu|iwslt|tiny [SCHEMES= DEPTHS= DRY_RUN=1]
+frontier: $(SETUP)  ## largest lr without warm-up per scheme x depth: PRESET=cpu, iwslt or tiny [SCHEMES= DEPTHS= DRY_RUN=1]
 	$(if $(DRY_RUN)$(filter tiny,$(PRESET)),,$(MAKE) --no-print-directory data-multi30k)
 	$(PY) -m normpos.frontier --preset $(PRESET) --run-root $(RUN_ROOT) $(if $(SCHEMES),--schemes '$(SCHEMES)',) \
 	  $(if $(DEPTHS),--depths '$(DEPTHS)',) $(if $(LRS),--lrs '$(LRS)',) $(if $(DRY_RUN),--dry-run,) $(FRONTIER_ARGS) \
