@@ -184,17 +184,17 @@ def drive_grid(sweep: Sweep, env) -> SimpleNamespace:
 
 
 def drive_limits(sweep: Sweep, env) -> SimpleNamespace:
-    """Once both runs have a checkpoint: scancel task 1; give task 0 a time limit that Slurm signals (USR2)
-    at its next check; lift the requeued task's BeginTime hold."""
+    """Give task 0 a time limit that Slurm signals (USR2) at its next check once its run has a checkpoint;
+    scancel task 1 once its run has one; lift the requeued task 0's BeginTime hold."""
     timed = sweep.wait_for(lambda: sweep.training(0), "task 0's run to have a checkpoint")
-    cancelled = sweep.wait_for(lambda: sweep.training(1), "task 1's run to have a checkpoint")
-    subprocess.run(["scancel", f"{sweep.array}_1"], env=env, check=True)
     # a time limit 60-120 s away: within the 120 s of --signal=USR2@120, so Slurm sends USR2 at its next
     # time-limit check (every 30 s), and would end the job at the limit if nothing requeued it
     elapsed = sum(int(x) * 60 ** i for i, x in enumerate(reversed(sweep.job(0)["RunTime"].split(":"))))
     subprocess.run(["scontrol", "update", f"JobId={sweep.array}_0", f"TimeLimit={elapsed // 60 + 2}"], env=env,
                    check=True)
     lowered_at = time.time()
+    cancelled = sweep.wait_for(lambda: sweep.training(1), "task 1's run to have a checkpoint")
+    subprocess.run(["scancel", f"{sweep.array}_1"], env=env, check=True)
     begin = sweep.held_until_begin_time(0)
     requeued_after = time.time() - lowered_at
     # back to its own limit (10 min) as it starts again: else the next start would be signalled at once
@@ -215,9 +215,9 @@ def sweeps(slurm, tiny_bin, tmp_path_factory) -> dict:
         # one task at a time; 100 updates: long enough to requeue after the first checkpoint
         "grid": (drive_grid, Sweep(slurm, tiny_bin, base / "grid", "train.max_update=100", every.format(5),
                                    "hydra.launcher.array_parallelism=1")),
-        # 450 updates (~10 per second here): the time-limited run still trains when USR2 comes, up to 30 s after
-        # its limit was lowered; max_num_timeout=1: submitit requeues a job at its time limit once
-        "limits": (drive_limits, Sweep(slurm, tiny_bin, base / "limits", "train.max_update=450", every.format(25),
+        # 500 updates: the time-limited run still trains when USR2 comes, up to 30 s after its limit was lowered
+        # (3 to 13 updates/s on 2 cores, by load); max_num_timeout=1: submitit requeues a job at its time limit once
+        "limits": (drive_limits, Sweep(slurm, tiny_bin, base / "limits", "train.max_update=500", every.format(25),
                                        "hydra.launcher.array_parallelism=2", "hydra.launcher.max_num_timeout=1",
                                        "eval.score=false")),
     }
@@ -348,15 +348,21 @@ def test_array_parallelism_runs_at_most_k_tasks_at_once(grid):
 
 
 def test_time_limit_signal_requeues_through_checkpoint_and_the_run_finishes(limits):
-    # USR2 came from Slurm before the lowered time limit, within one of its 30 s checks
+    # USR2 came from Slurm at one of its time-limit checks (every 30 s) after the limit was lowered, long before
+    # the limit itself (60 s or more away); submitit requeued the job and the test saw it held on its BeginTime
     assert limits.requeued_after < 60
     log = submitit_log(limits, 0)
     assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log
     assert re.search(r"Requeued job \S+ \(0 remaining timeouts\)", log)
     assert starts(limits, 0) == ["REQUEUED", "COMPLETED"]
     assert 120 <= held_seconds(limits, 0) <= 150  # held on BeginTime, lifted by the test
-    assert_resumed(limits.timed, 450)
+    assert_resumed(limits.timed, 500)
     assert limits.runs[0] == limits.timed
+    # one outcome per run in the sweep's log: the requeued start left none
+    (log,) = (limits.root / ".sweeps").glob("*.jsonl")
+    outcomes = {json.loads(line)["run"]: json.loads(line)["outcome"] for line in log.read_text().splitlines()}
+    assert len(log.read_text().splitlines()) == 2
+    assert outcomes == {str(limits.timed): "finished", str(limits.cancelled): "failed"}
 
 
 def test_scancel_records_the_run_with_the_reason_and_the_sweep_fails(limits):

@@ -143,7 +143,9 @@ start_daemon() {  # start_daemon NAME PIDFILE LOG READY-COMMAND...: a Slurm daem
     say "$name started (pid $(pid_in "$pidfile"))"
 }
 
-node_state() { sinfo -h -N -o %T 2>/dev/null | head -n1; }
+# client commands get a time limit: without a controller to reach they retry (and without a slurm.conf they
+# look for one through DNS) for a minute
+node_state() { timeout 15 sinfo -h -N -o %T 2>/dev/null | head -n1; }
 node_ready() { case "$(node_state)" in idle | mixed | allocated | completing) return 0 ;; esac; return 1; }
 cluster_known() { sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx normpos; }
 
@@ -201,7 +203,7 @@ down() {
 }
 
 status() {
-    if node_ready && sacct -n -X -S now >/dev/null 2>&1; then
+    if [ -f "$SLURM_CONF" ] && started slurmctld && node_ready && timeout 15 sacct -n -X -S now >/dev/null 2>&1; then
         say "up ($(node_state), SLURM_CONF=$SLURM_CONF)"
     else
         say "down"
