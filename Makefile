@@ -155,5 +155,14 @@ demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN with
 	$(call REPORT,table,multi30k,demo)
 	$(call REPORT,figures,multi30k,demo)
 
-.PHONY: help setup test golden bench-numerics bench bench-decode gpu-proof gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
+# ---- a one-node Slurm cluster on this machine (scripts/slurm/cluster.sh: Slurm 22.05 from Debian, as root), for
+# tests/test_launchers_slurm.py and for trying the Slurm path of `make sweep`; `eval "$$(scripts/slurm/cluster.sh env)"`
+# points sinfo, sbatch, sacct at it
+slurm-up:  ## start a local one-node Slurm (installs munge, slurm-wlm, slurmdbd, MariaDB when missing; a no-op when up)
+	scripts/slurm/cluster.sh up
+
+slurm-down:  ## cancel the local Slurm's jobs and stop the daemons slurm-up started (by pid)
+	scripts/slurm/cluster.sh down
+
+.PHONY: help setup test slurm-up slurm-down golden bench-numerics bench bench-decode gpu-proof gradnorm gradnorm-checks gradnorm-schemes data-multi30k data-iwslt14 data-wmt14 bench-prep sweep table figures \
 	reproduce-iwslt reproduce-wmt reproduce-multi30k demo schemes-demo frontier

@@ -12,7 +12,9 @@ budget and the seed); one process trains it at a time (``lock.py``: a second swe
 A run whose status is final is skipped, unless it finished and the budget asked now (max_update/max_epoch)
 goes beyond the one it had: then it continues from ``checkpoints/checkpoint_last.pt``, as does a run that
 was killed (fairseq resumes by itself when the save dir has one). A diverged run is an outcome, not an
-error: the sweep goes on. Each run's outcome goes to the sweep's log (``sweep_log.py``).
+error: the sweep goes on. Each run's outcome goes to the sweep's log (``sweep_log.py``). In a Slurm job, training
+stopped by Slurm is either no outcome (the job is requeued: its next start resumes) or a failure that names
+Slurm's reason (scancel, a time limit): ``slurm_job.py``.
 """
 
 import json
@@ -28,7 +30,7 @@ from normpos import numerics
 from normpos.files import write_json, write_text
 from normpos.provenance import git_commit
 
-from . import command, devices, identity, launch, sweep_log
+from . import command, devices, identity, launch, slurm_job, sweep_log
 from .lock import Busy, run_lock
 from .checkpoints import prune_checkpoints, repair_resume_point
 from .watch import Watcher, load_metrics, save_metrics
@@ -77,6 +79,7 @@ def describe(cfg: ExperimentCfg, argv: List[str]) -> dict:
         "paper": paper_numbers(cfg),
         "command": command.shell_line(argv), "commit": git_commit(), "machine": machine(),
         "numerics": numerics.describe(cfg.train.numerics),
+        "slurm_job": slurm_job.label(),  # where Slurm's logs of the run are (.submitit/<label>/), None outside Slurm
     }
 
 
@@ -134,6 +137,12 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
     if code != 0 and watcher.saw_marker:
         return {**base, "status": "diverged", "reason": f"fairseq stopped: {watcher.saw_marker}"}
     if code != 0:
+        slurm = slurm_job.stopped()  # stopped from outside by Slurm: requeued (no outcome yet) or ended
+        if slurm and slurm[0] == "requeued":
+            # no status, no outcome line, no result for submitit: the requeued start resumes the run
+            raise SystemExit(f"[{directory}] {slurm[1]} at update {updates}; its next start resumes the run")
+        if slurm:
+            return {**base, "status": "failed", "reason": f"{slurm[1]} (stopped at update {updates}, exit code {code})"}
         ranks = " (ranks > 0 log to train.rank<R>.log)" if command.local_processes(cfg) > 1 else ""
         # fairseq's OSError (e.g. "[Errno 28] No space left on device") may sit above the last lines
         detail = ([watcher.os_error] if watcher.os_error else []) + tail[-3:]
