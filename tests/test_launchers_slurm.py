@@ -171,13 +171,23 @@ class Sweep:
             subprocess.run(["scancel", self.array], env=self.env, capture_output=True)
 
 
+def lift_begin_time(sweep: Sweep, env, task: int, *fields: str) -> None:
+    """Start the requeued task now, as an administrator can (``scontrol update StartTime=now``), but not within
+    the second of its requeue: slurmd refuses a credential issued in the second its job's old one was revoked
+    (seen here when the hold was lifted 0.3 s after submitit's requeue: "Killing non-startable batch
+    JobId=12: Job credential revoked", and the start FAILED). Slurm's own 120 s hold exists for that."""
+    time.sleep(2)
+    subprocess.run(["scontrol", "update", f"JobId={sweep.array}_{task}", "StartTime=now", *fields], env=env,
+                   check=True)
+
+
 def drive_grid(sweep: Sweep, env) -> SimpleNamespace:
     """Requeue task 0 with `scontrol requeue` while its run trains; lift its BeginTime hold."""
     run = sweep.wait_for(lambda: sweep.training(0), "task 0's run to have a checkpoint")
     subprocess.run(["scontrol", "requeue", f"{sweep.array}_0"], env=env, check=True)
     before = metrics(run)
     begin = sweep.held_until_begin_time(0)
-    subprocess.run(["scontrol", "update", f"JobId={sweep.array}_0", "StartTime=now"], env=env, check=True)
+    lift_begin_time(sweep, env, 0)
     done = sweep.finish()
     done.requeued, done.rows_before, done.begin = run, before, begin
     return done
@@ -198,8 +208,7 @@ def drive_limits(sweep: Sweep, env) -> SimpleNamespace:
     begin = sweep.held_until_begin_time(0)
     requeued_after = time.time() - lowered_at
     # back to its own limit (10 min) as it starts again: else the next start would be signalled at once
-    subprocess.run(["scontrol", "update", f"JobId={sweep.array}_0", "StartTime=now", "TimeLimit=10"], env=env,
-                   check=True)
+    lift_begin_time(sweep, env, 0, "TimeLimit=10")
     done = sweep.finish()
     done.timed, done.cancelled, done.begin, done.requeued_after = timed, cancelled, begin, requeued_after
     return done
