@@ -28,6 +28,11 @@ def python_module(module: str, *args: str) -> List[str]:
     return [sys.executable, "-m", module, *args]
 
 
+# unbuffered: lines are timed as they come; native numerics: a GPU proof measures speed, and its packing step
+# sets each child's CPU threads itself (normpos.numerics would fix them at 2; GPU kernels are not pinned anyway)
+CHILD_ENV = {"PYTHONUNBUFFERED": "1", "NORMPOS_NUMERICS": "native"}
+
+
 class Child:
     """One child process; ``lines`` holds ``(time.monotonic(), line)`` for every line it printed."""
 
@@ -41,7 +46,7 @@ class Child:
         self.started = time.monotonic()
         self.lines: List[Tuple[float, str]] = []
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                     cwd=REPO, env={**os.environ, **CHILD_ENV, **(env or {})},
                                      start_new_session=True)
         LIVE.add(self)
         self._pump = threading.Thread(target=self._read, daemon=True)

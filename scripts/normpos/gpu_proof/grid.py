@@ -35,8 +35,10 @@ def fixed_extra_args() -> List[str]:
 
 def overrides(run_root: Path, precision: str, device: str, workers: int, max_tokens: int, user: dict) -> dict:
     """key -> value of the Hydra overrides every job of the grid shares; the user's (--override) win."""
+    # train.numerics native: the grid sets each run's CPU threads for packing (the pin would fix them at 2),
+    # and a GPU's kernels are not pinned anyway (normpos.numerics)
     found = {"experiment": EXPERIMENT, "run.root": str(run_root), "train.num_workers": str(workers),
-             "train.max_tokens": str(max_tokens)}
+             "train.max_tokens": str(max_tokens), "train.numerics": "native"}
     for item in PRECISION_OVERRIDES[precision]:
         key, value = item.split("=", 1)
         found[key] = value
