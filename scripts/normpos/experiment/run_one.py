@@ -22,7 +22,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
 from omegaconf import OmegaConf
 
@@ -162,9 +162,11 @@ def sweep_eta(run_left: Optional[float], run_elapsed: float, runs_after: int, pa
     return words
 
 
-def child_env(cfg: ExperimentCfg, job_num: int) -> dict:
+def child_env(cfg: ExperimentCfg, job_num: int, base: Optional[Mapping[str, str]] = None) -> dict:
+    """fairseq-train's environment: ``base`` (default: ours) with the config's CPU numerics and GPU."""
     # unbuffered: the log is read line by line while training runs (progress, divergence)
-    env = numerics.environment({**os.environ, "PYTHONUNBUFFERED": "1"}, cfg.train.numerics)
+    env = numerics.environment({**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"},
+                               cfg.train.numerics)
     gpu = devices.gpu_for_job(cfg, job_num)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)

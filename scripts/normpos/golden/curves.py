@@ -3,21 +3,19 @@ training cases, the SHA-256 of the final weights.
 
 A training case is the pipeline's own command (``experiment.command.train_argv`` of the composed, validated
 config) started by the pipeline's own launcher (``experiment.launch.Training``: one process, or one per rank),
-in the environment ``normpos.numerics`` gives for the config's ``train.numerics``. Logged values are kept as
-the strings fairseq printed, so that the comparison is exact.
+in the environment the runner gives it (``run_one.child_env``: the config's ``train.numerics``). Logged values
+are kept as the strings fairseq printed, so that the comparison is exact.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence
 
-from normpos import numerics
-from normpos.experiment import command, launch
+from normpos.experiment import command, launch, run_one
 from normpos.experiment.fairseq_log import LINE
 from normpos.experiment.schema import ExperimentCfg, validate
 
@@ -79,9 +77,8 @@ def train_records(cfg: ExperimentCfg, workdir: Path, env: Optional[Mapping[str, 
     (``train_inner``), values as the strings it printed. Raises GoldenError when fairseq fails."""
     argv = command.train_argv(cfg, workdir)
     workdir.mkdir(parents=True, exist_ok=True)  # ranks > 0 log there
-    base = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
-    training = launch.Training(argv, numerics.environment(base, cfg.train.numerics),
-                               processes=command.local_processes(cfg), log_dir=workdir)
+    training = launch.Training(argv, run_one.child_env(cfg, 0, env), processes=command.local_processes(cfg),
+                               log_dir=workdir)
     records: List[dict] = []
     tail: List[str] = []
     try:
