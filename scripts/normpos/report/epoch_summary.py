@@ -1,43 +1,74 @@
-"""Valid loss / valid BLEU of every run under a root at chosen epochs, as a Markdown table.
+"""Valid loss / valid BLEU of every run under a root at chosen epochs (or updates), as a Markdown table.
 
     python -m normpos.report.epoch_summary ROOT [--epochs 5 10 15]
+    python -m normpos.report.epoch_summary ROOT --updates 50 100 150 --digits 3
 
-For runs that have curves but no test score (e.g. stopped before the end): it reads metrics.jsonl only.
+For runs that have curves but no test score (e.g. stopped before the end) it reads metrics.jsonl only; when
+some run has a score.json, a test BLEU column (tokenized, as the table's) is added. The per-update form is
+what the CPU demos' READMEs quote (they validate every 50 updates within one epoch), so those numbers come
+from a command rather than from reading files by hand.
 """
 
 import argparse
 import json
 from pathlib import Path
+from typing import Optional, Sequence
 
 
-def summary(root: Path, epochs) -> str:
-    head = " | ".join(f"epoch {e}" for e in epochs)
-    lines = [f"| run | {head} | last epoch |", "|---" * (len(epochs) + 2) + "|"]
-    for path in sorted(root.glob("**/metrics.jsonl")):
+def scored_bleu(run: Path) -> Optional[float]:
+    path = run / "score.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("test_tok_bleu")
+
+
+def summary(root: Path, points: Sequence[int], key: str = "epoch", digits: int = 2) -> str:
+    """One row per run (a folder with metrics.jsonl): the last validation at each point of ``key``
+    (``epoch`` or ``num_updates``), the last one logged, and test BLEU when any run is scored."""
+    unit = "epoch" if key == "epoch" else "update"
+    runs = sorted(p.parent for p in root.glob("**/metrics.jsonl"))
+    scored = any(scored_bleu(r) is not None for r in runs)
+    head = " | ".join(f"{unit} {p}" for p in points) + f" | last {unit}" + (" | test BLEU (tok.)" if scored else "")
+    lines = [f"| run | {head} |", "|---" + "|---:" * (len(points) + 1 + scored) + "|"]
+    for run in runs:
         rows = {}
-        for line in path.read_text().splitlines():
+        for line in (run / "metrics.jsonl").read_text().splitlines():
             row = json.loads(line)
-            rows[row["epoch"]] = row  # the epoch's last validation
+            rows[row[key]] = row  # the point's last validation
 
-        def cell(e):
-            r = rows.get(e)
-            bleu = "" if r is None or r.get("valid_bleu") is None else f" / {r['valid_bleu']:.1f}"
-            return "–" if r is None else f"{r['valid_loss']:.2f}{bleu}"
+        def cell(p):
+            r = rows.get(p)
+            if r is None:
+                return "–"
+            bleu = "" if r.get("valid_bleu") is None else f" / {r['valid_bleu']:.1f}"
+            return f"{r['valid_loss']:.{digits}f}{bleu}"
 
-        last = max(rows)
-        run = path.parent.relative_to(root)
-        lines.append(f"| {run} | " + " | ".join(cell(e) for e in epochs) + f" | {last}: {cell(last)} |")
+        cells = [cell(p) for p in points]
+        if rows:
+            cells.append(f"{max(rows)}: {cell(max(rows))}")
+        else:
+            cells.append("–")
+        if scored:
+            bleu = scored_bleu(run)
+            cells.append("–" if bleu is None else f"{bleu:.2f}")
+        lines.append(f"| {run.relative_to(root).as_posix()} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
-    parser.add_argument("--epochs", type=int, nargs="+", default=[5, 10, 15])
+    at = parser.add_mutually_exclusive_group()
+    at.add_argument("--epochs", type=int, nargs="+", default=[5, 10, 15])
+    at.add_argument("--updates", type=int, nargs="+", help="points in updates instead of epochs")
+    parser.add_argument("--digits", type=int, default=2, help="decimals of the valid loss")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         parser.exit(2, f"normpos: error: {args.root} is not a folder\n")
-    print(summary(args.root, args.epochs))
+    if args.updates:
+        print(summary(args.root, args.updates, key="num_updates", digits=args.digits))
+    else:
+        print(summary(args.root, args.epochs, digits=args.digits))
 
 
 if __name__ == "__main__":
