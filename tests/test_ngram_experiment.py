@@ -84,6 +84,9 @@ def test_tiny_sweep_trains_each_window_and_bench_decode_matches_scoring(tiny_bin
     assert bench.returncode == 0, bench.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["run"] == str(runs[None])  # the one full-attention run
+    # the record names the children's numerics (pinned: 2 threads), not this caller's OMP_NUM_THREADS=1
+    assert result["numerics"]["mode"] == "pinned" and result["numerics"]["settings"]["OMP_NUM_THREADS"] == "2"
+    assert "pinned numerics" in result["machine"] and "OMP_NUM_THREADS=2" in result["machine"]
     full, one = result["median"]["full"], result["median"]["1"]
     assert full["sentences_ratio"] == 1.0 and full["tokens_ratio"] == 1.0
     assert {r["sentences"] for rs in result["per_round"].values() for r in rs} == {40}  # the tiny test split

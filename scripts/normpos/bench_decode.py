@@ -35,6 +35,7 @@ from typing import List, Optional
 
 import yaml
 
+from normpos import numerics
 from normpos.files import write_json, write_text
 from normpos.provenance import git_commit
 from normpos.scoring import score_run
@@ -158,13 +159,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine(device: str) -> str:
+def machine(device: str, cpu_numerics: dict) -> str:
+    """The machine as the decoding children see it: on CPU their numerics (each fairseq_run pins its own,
+    unless NORMPOS_NUMERICS=native), not this process's thread settings, which the children override."""
     import torch
 
     if device == "cuda":
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    threads = os.environ.get("OMP_NUM_THREADS", "unset")
-    return f"{platform.machine()} CPU ({os.cpu_count()} cores, OMP_NUM_THREADS={threads}), torch {torch.__version__}"
+    threads = cpu_numerics["settings"].get("OMP_NUM_THREADS", "unset")
+    return (f"{platform.machine()} CPU ({os.cpu_count()} cores; decoding with {cpu_numerics['mode']} numerics, "
+            f"{cpu_numerics['cpu_capability']} kernels, OMP_NUM_THREADS={threads}), torch {torch.__version__}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -196,11 +200,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BenchError as err:
         print(f"normpos: error: {err}", file=sys.stderr)
         return 2
+    cpu_numerics = numerics.describe(numerics.mode())  # what the fairseq_run children pin
     result = {
         "command": "python -m normpos.bench_decode " + " ".join(sys.argv[1:] if argv is None else argv),
         "run": str(run), "checkpoint": str(settings["checkpoint"]),
         "generate_options": settings["options"], "rounds": args.rounds, "fixed_length": args.fixed_length,
-        "commit": git_commit(short=True), "machine": machine(args.device),
+        "commit": git_commit(short=True), "machine": machine(args.device, cpu_numerics),
+        "numerics": cpu_numerics,
         "median": summarize(rounds), "per_round": {str(w): r for w, r in rounds.items()},
     }
     table = markdown(result)
