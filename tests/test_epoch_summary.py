@@ -9,6 +9,7 @@ from normpos.report.epoch_summary import main, summary
 
 def write_run(folder, rows, bleu=None):
     folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"config": folder.name, "seed": 1}))  # what load_runs needs
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if bleu is not None:
         (folder / "score.json").write_text(json.dumps({"test_tok_bleu": bleu}))

@@ -10,48 +10,37 @@ from a command rather than from reading files by hand.
 """
 
 import argparse
-import json
+import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
-
-def scored_bleu(run: Path) -> Optional[float]:
-    path = run / "score.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("test_tok_bleu")
+from normpos.report.runs import ReportError, load_runs
 
 
 def summary(root: Path, points: Sequence[int], key: str = "epoch", digits: int = 2) -> str:
-    """One row per run (a folder with metrics.jsonl): the last validation at each point of ``key``
-    (``epoch`` or ``num_updates``), the last one logged, and test BLEU when any run is scored."""
+    """One row per run below ``root`` (read by ``runs.load_runs``, the report's reader of run folders): the last
+    validation at each point of ``key`` (``epoch`` or ``num_updates``), the last one logged, and test BLEU when
+    any run is scored."""
     unit = "epoch" if key == "epoch" else "update"
-    runs = sorted(p.parent for p in root.glob("**/metrics.jsonl"))
-    scored = any(scored_bleu(r) is not None for r in runs)
+    runs = load_runs(root)
+    bleus = [(run.score or {}).get("test_tok_bleu") for run in runs]
+    scored = any(b is not None for b in bleus)
     head = " | ".join(f"{unit} {p}" for p in points) + f" | last {unit}" + (" | test BLEU (tok.)" if scored else "")
     lines = [f"| run | {head} |", "|---" + "|---:" * (len(points) + 1 + scored) + "|"]
-    for run in runs:
-        rows = {}
-        for line in (run / "metrics.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            rows[row[key]] = row  # the point's last validation
+    for run, bleu in zip(runs, bleus):
+        rows = {row[key]: row for row in run.metrics}  # the point's last validation
 
         def cell(p):
             r = rows.get(p)
             if r is None:
                 return "–"
-            bleu = "" if r.get("valid_bleu") is None else f" / {r['valid_bleu']:.1f}"
-            return f"{r['valid_loss']:.{digits}f}{bleu}"
+            valid_bleu = "" if r.get("valid_bleu") is None else f" / {r['valid_bleu']:.1f}"
+            return f"{r['valid_loss']:.{digits}f}{valid_bleu}"
 
-        cells = [cell(p) for p in points]
-        if rows:
-            cells.append(f"{max(rows)}: {cell(max(rows))}")
-        else:
-            cells.append("–")
+        cells = [cell(p) for p in points] + [f"{max(rows)}: {cell(max(rows))}" if rows else "–"]
         if scored:
-            bleu = scored_bleu(run)
             cells.append("–" if bleu is None else f"{bleu:.2f}")
-        lines.append(f"| {run.relative_to(root).as_posix()} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run.path.relative_to(root).as_posix()} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -63,12 +52,14 @@ def main(argv=None):
     at.add_argument("--updates", type=int, nargs="+", help="points in updates instead of epochs")
     parser.add_argument("--digits", type=int, default=2, help="decimals of the valid loss")
     args = parser.parse_args(argv)
-    if not args.root.is_dir():
-        parser.exit(2, f"normpos: error: {args.root} is not a folder\n")
-    if args.updates:
-        print(summary(args.root, args.updates, key="num_updates", digits=args.digits))
-    else:
-        print(summary(args.root, args.epochs, digits=args.digits))
+    try:
+        if args.updates:
+            print(summary(args.root, args.updates, key="num_updates", digits=args.digits))
+        else:
+            print(summary(args.root, args.epochs, digits=args.digits))
+    except ReportError as err:
+        print(f"normpos: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
