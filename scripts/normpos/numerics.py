@@ -66,6 +66,12 @@ def pinned(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     return {**PINNED_ISA, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
+def with_threads(base: Mapping[str, str], threads: Optional[int]) -> Dict[str, str]:
+    """``base`` with ``NORMPOS_NUMERICS_THREADS`` set to ``threads`` (a config's ``train.threads``), or as it is
+    when ``threads`` is None."""
+    return {**base, ENV_THREADS: str(threads)} if threads is not None else dict(base)
+
+
 def environment(base: Mapping[str, str], numerics: str) -> Dict[str, str]:
     """``base`` plus what a child process needs to run with ``numerics`` (pinned: :func:`pinned` over
     whatever ``base`` says; native: ``base`` as it is). The child's own pin_process sees the mode too."""
@@ -109,13 +115,13 @@ def host_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return "default"
 
 
-def describe(numerics: str) -> dict:
-    """What run.json and the theory report record: the mode, every pinned setting, the host's instruction set,
-    and the capability torch's kernels then use."""
+def describe(numerics: str, env: Optional[Mapping[str, str]] = None) -> dict:
+    """What run.json and the theory report record: the mode, every pinned setting (of ``env``, default this
+    process's environment), the host's instruction set, and the capability torch's kernels then use."""
     host = host_isa()
     if numerics == "pinned":
         used = "avx2" if host in ("avx512", "avx2") else host  # torch falls back when the host lacks AVX2
-        record = {"mode": "pinned", "settings": pinned(), "host_isa": host, "cpu_capability": used}
+        record = {"mode": "pinned", "settings": pinned(env), "host_isa": host, "cpu_capability": used}
         if host not in ("avx512", "avx2"):
             record["warning"] = f"host ISA {host}: the AVX2 pin cannot hold, results differ from pinned hosts"
         return record

@@ -78,7 +78,7 @@ def describe(cfg: ExperimentCfg, argv: List[str]) -> dict:
         "avg_last_n": cfg.eval.avg_last_n, "compound_split": cfg.eval.compound_split,
         "paper": paper_numbers(cfg),
         "command": command.shell_line(argv), "commit": git_commit(), "machine": machine(),
-        "numerics": numerics.describe(cfg.train.numerics),
+        "numerics": numerics.describe(cfg.train.numerics, numerics.with_threads(os.environ, cfg.train.threads)),
         "slurm_job": slurm_job.label(),  # where Slurm's logs of the run are (.submitit/<label>/), None outside Slurm
     }
 
@@ -118,7 +118,9 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
                 if watcher.feed(line):
                     save_metrics(directory / "metrics.jsonl", metrics)
                     last = metrics[max(metrics)]
-                    print(f"[{directory}] epoch {last['epoch']}: valid loss {last['valid_loss']}"
+                    # a validation may come inside an epoch (--validate-interval-updates): name the update first
+                    print(f"[{directory}] update {last['num_updates']} (epoch {last['epoch']}): valid loss "
+                          f"{last['valid_loss']}"
                           + (f", valid BLEU {last['valid_bleu']}" if last.get("valid_bleu") is not None else "")
                           + sweep_eta(watcher.eta_seconds, time.time() - start, runs_after, parallel),
                           flush=True)
@@ -165,8 +167,8 @@ def sweep_eta(run_left: Optional[float], run_elapsed: float, runs_after: int, pa
 def child_env(cfg: ExperimentCfg, job_num: int, base: Optional[Mapping[str, str]] = None) -> dict:
     """fairseq-train's environment: ``base`` (default: ours) with the config's CPU numerics and GPU."""
     # unbuffered: the log is read line by line while training runs (progress, divergence)
-    env = numerics.environment({**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"},
-                               cfg.train.numerics)
+    env = numerics.environment(numerics.with_threads({**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"},
+                                                     cfg.train.threads), cfg.train.numerics)
     gpu = devices.gpu_for_job(cfg, job_num)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)

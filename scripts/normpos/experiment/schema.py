@@ -87,6 +87,7 @@ class TrainCfg:
     num_workers: int = 1
     tensorboard: bool = False      # fairseq's TensorBoard logs into <run dir>/tensorboard
     numerics: str = "pinned"       # pinned: the same CPU floats on any AVX2 host (normpos.numerics) | native
+    threads: Optional[int] = None  # CPU threads a run pins (NORMPOS_NUMERICS_THREADS); null: the caller's, default 2
     extra_args: List[str] = field(default_factory=list)
 
 
@@ -161,6 +162,7 @@ def validate(cfg) -> ExperimentCfg:
     _check(t.max_tokens > 0 and t.update_freq >= 1 and t.gpus >= 1, "train.max_tokens, update_freq and gpus must be positive")
     _check(t.max_epoch > 0 or t.max_update > 0, "set train.max_epoch or train.max_update")
     _check(not (t.fp16 and t.bf16), "train.fp16 and train.bf16 exclude each other")
+    _check(t.threads is None or t.threads >= 1, f"train.threads must be >= 1 (or null), got {t.threads}")
     _check(t.numerics in NUMERICS_MODES, f"unknown train.numerics {t.numerics!r}; valid: {', '.join(NUMERICS_MODES)}")
     _check(typed.eval.beam >= 1, f"eval.beam must be >= 1, got {typed.eval.beam}")
     _check(typed.seed >= 0, f"seed must be >= 0, got {typed.seed}")

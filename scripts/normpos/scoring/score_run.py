@@ -35,6 +35,7 @@ import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
+from typing import Optional
 
 from normpos import numerics
 from normpos.data.textfiles import hash_file, read_lines
@@ -166,15 +167,24 @@ def generate_options(config: dict) -> list:
             "--remove-bpe", REMOVE_BPE[config["subword"]], "--max-tokens", str(MAX_TOKENS)]
 
 
-def decode(data_bin: Path, checkpoint: Path, config: dict, workdir: Path, numerics_mode: str = "pinned") -> tuple:
+def recorded_numerics(run: dict) -> tuple:
+    """(mode, threads) a run trained with, from its run.json: decoding pins the same (threads None: the caller's)."""
+    record = run.get("numerics") or {}
+    threads = (record.get("settings") or {}).get("OMP_NUM_THREADS") if record.get("mode", "pinned") == "pinned" else None
+    return record.get("mode", "pinned"), int(threads) if threads else None
+
+
+def decode(data_bin: Path, checkpoint: Path, config: dict, workdir: Path, numerics_mode: str = "pinned",
+           threads: Optional[int] = None) -> tuple:
     """fairseq-generate on the test split. Returns the hypotheses and references (fairseq's T- lines) in
     corpus order, tokenized and subword-removed; the BLEU line fairseq printed (the cross-check of our
     tokenized BLEU); and the decoding options, for the record."""
     args = generate_options(config)
     cmd = [sys.executable, "-m", "normpos.fairseq_run", "generate", str(data_bin), "--path", str(checkpoint),
            *args, "--results-path", str(workdir)]
-    # decoded with the CPU numerics the run trained with (normpos.numerics; run.json "numerics")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=numerics.environment(os.environ, numerics_mode))
+    # decoded with the CPU numerics the run trained with (normpos.numerics; run.json "numerics"), threads included
+    env = numerics.environment(numerics.with_threads(os.environ, threads), numerics_mode)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["(no message)"]
         raise ScoringError(f"fairseq-generate failed on {checkpoint.name}: {tail[0]}")
@@ -313,7 +323,7 @@ def score_run(run_dir: Path, force: bool = False) -> tuple:
             except (ValueError, FileNotFoundError) as err:
                 raise ScoringError(f"averaging {len(ckpts)} checkpoints failed: {err}") from None
         hyps, tok_refs, fairseq_said, args = decode(data_bin, checkpoint, config, workdir,
-                                                    (run.get("numerics") or {}).get("mode", "pinned"))
+                                                    *recorded_numerics(run))
 
     path_label = str(ckpts[0]) if len(ckpts) == 1 else f"<average of {', '.join(str(p) for p in ckpts)}>"
     record = {
