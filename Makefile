@@ -88,7 +88,9 @@ DATASET ?= $(shell scripts/experiment_dataset.sh $(EXPERIMENT) 2>/dev/null)
 CHECK_EXPERIMENT = @scripts/experiment_dataset.sh $(EXPERIMENT) >/dev/null
 RUN_ROOT ?= results/runs
 JOBS_PER_GPU ?=
-SWEEP_OVERRIDES = experiment=$(1) $(if $(2),dataset=$(2),) run.root=$(RUN_ROOT) $(if $(DRY_RUN),run.dry_run=true,) $(ARGS)
+# LAUNCH: a target's own launcher overrides (make demo's runs side by side), before ARGS so a user's win
+LAUNCH =
+SWEEP_OVERRIDES = experiment=$(1) $(if $(2),dataset=$(2),) run.root=$(RUN_ROOT) $(if $(DRY_RUN),run.dry_run=true,) $(LAUNCH) $(ARGS)
 SWEEP = packing=$$($(PY) -m normpos.experiment.devices launcher-args $(if $(JOBS_PER_GPU),--jobs-per-gpu $(JOBS_PER_GPU),) \
 	-- $(SWEEP_OVERRIDES)) || exit $$?; $(PY) -m normpos.sweep -m $$packing $(SWEEP_OVERRIDES)
 # REPORT_ARGS reaches both reports, e.g. REPORT_ARGS='--baseline SLUG' or '--no-significance' (table),
@@ -149,7 +151,9 @@ bench-decode: $(SETUP)  ## N-gram decoder self-attention, Multi30k on CPU: BLEU 
 	$(call REPORT,table,multi30k,ngram_demo) --baseline pre_ln_adam_lr-1e-3_constant
 	$(PY) -m normpos.bench_decode --runs $(RUN_ROOT)/multi30k/ngram_demo --out results/multi30k/ngram_demo/bench_decode.json $(BENCH_DECODE_ARGS)
 
-demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU: Post-LN vs Pre-LN without warm-up at lr 1e-3, table, figures
+# the demo's three runs side by side, one torch thread each (train.threads: 1 in configs/experiment/demo.yaml)
+demo: LAUNCH = hydra/launcher=joblib hydra.launcher.n_jobs=3
+demo: $(SETUP)  ## the whole pipeline on Multi30k on CPU (~4 min): Post-LN vs Pre-LN without warm-up, table, figures
 	$(MAKE) --no-print-directory data-multi30k
 	$(call SWEEP,demo,multi30k)
 	$(call REPORT,table,multi30k,demo)

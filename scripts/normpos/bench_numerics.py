@@ -1,6 +1,7 @@
 """Benchmark: what does pinning CPU numerics cost? (``make bench-numerics``; a benchmark, not a test.)
 
-Trains the CPU demo's model (``configs/experiment/demo.yaml``: Pre-LN, d 256, 6+6 layers, 2,048-token batches)
+Trains the former CPU demo's model (``configs/experiment/demo_d256.yaml``: Pre-LN, d 256, 6+6 layers, 2,048-token
+batches; the model results/multi30k/bench_numerics measured)
 for a few dozen updates through the pipeline's own command, alternately with ``train.numerics=native`` (every
 library picks its kernels and threads for this host) and ``pinned`` (``normpos.numerics``: AVX2 code paths,
 2 threads), and prints fairseq's own updates/s for each and the ratio pinned / native. Rounds alternate
@@ -31,7 +32,7 @@ LOG_INTERVAL = 10
 
 
 def updates_per_second(mode: str, updates: int, workdir: Path) -> float:
-    cfg = composed(["experiment=demo", "variant=preln_constant", f"train.max_update={updates}",
+    cfg = composed(["experiment=demo_d256", "variant=preln_constant", f"train.max_update={updates}",
                     f"train.log_interval={LOG_INTERVAL}", "train.extra_args=[--disable-validation]",
                     "eval.score=false", f"train.numerics={mode}"])
     records = train_records(cfg, workdir)[1:]  # the first interval warms up
