@@ -3,7 +3,11 @@
 Trains our Post-LN and Pre-LN IWSLT models and fairseq's built-in ``transformer_iwslt_de_en`` (plain, and
 with ``--encoder/decoder-normalize-before``) through fairseq's own ``Trainer`` on the same batches, in one
 process, and prints tokens/s of each and the ratio ours / built-in (target >= 0.98). Rounds are interleaved
-(A B C D, A B C D, ...) so that machine noise hits every model alike; the median round counts. All models use
+(A B C D, A B C D, ...) so that machine noise hits every model alike; the median round counts. How far to trust
+it is printed beside it: each model's spread over the rounds, and the ratio of each pair round by round (a round's
+ratio compares two models timed seconds apart, so it cancels slow drifts of the machine but not another job that
+starts or stops between them). When a pair's round ratios span more than the verdict's margin (1 - target, 2%),
+the rounds disagree by more than the verdict can tell apart, and the output says so. All models use
 the current fairseq FFN init (``--ffn-init torch_default``) so that they are the same computation: the init
 does not change the speed.
 
@@ -139,14 +143,50 @@ class Memory:
         return {"resident_mib": round(resident, 1), "step_peak_mib": round(step, 1), "peak_mib": round(resident + step, 1)}
 
 
+def spread(values) -> float:
+    """(max - min) / median of a model's per-round tokens/s: 0 when every round ran at the same speed."""
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def round_ratios(seconds: dict, ours: str, ref: str) -> list:
+    """ours / built-in tokens/s, round by round (the same tokens in both, so it is the built-in's seconds over ours)."""
+    return [r / o for o, r in zip(seconds[ours], seconds[ref])]
+
+
 def summarize(seconds: dict, tokens: int, memory: "Memory") -> dict:
-    """tokens/s (median round) and memory of each model, ratio of each of ours to its built-in."""
+    """tokens/s (median round), its spread over the rounds and memory of each model; ratio of each of ours to its
+    built-in (of the medians), its range over the rounds, and whether the rounds agree within the verdict's margin."""
     rate = {name: tokens / statistics.median(s) for name, s in seconds.items()}
+    per_round = {ours: round_ratios(seconds, ours, ref) for ours, ref in PAIRS}
+    margin = 1 - TARGET_RATIO
     return {
         "models": {name: {"tokens_per_s": round(rate[name], 1), "round_seconds": [round(x, 4) for x in seconds[name]],
-                          **memory.of(name)} for name in seconds},
+                          "spread": round(spread([tokens / x for x in seconds[name]]), 4), **memory.of(name)}
+                   for name in seconds},
         "ratios": {ours: round(rate[ours] / rate[ref], 4) for ours, ref in PAIRS},
+        "ratio_rounds": {ours: [round(x, 4) for x in r] for ours, r in per_round.items()},
+        "ratio_range": {ours: [round(min(r), 4), round(max(r), 4)] for ours, r in per_round.items()},
+        "rounds_agree": {ours: max(r) - min(r) <= margin for ours, r in per_round.items()},
     }
+
+
+def verdict_lines(found: dict) -> list:
+    """The printed result: tokens/s and spread per model, then each ratio with its range and a plain warning when
+    the rounds disagree by more than the verdict's margin."""
+    lines = []
+    for name, model in found["models"].items():
+        peak = model["peak_mib"]
+        lines.append(f"  {name:62s} {model['tokens_per_s']:10.0f} tokens/s  spread {100 * model['spread']:5.1f}%"
+                     + (f"  peak {peak:8.0f} MiB" if peak is not None else ""))
+    margin = 100 * (1 - TARGET_RATIO)
+    for ours, ratio in found["ratios"].items():
+        low, high = found["ratio_range"][ours]
+        rounds = len(found["ratio_rounds"][ours])
+        lines.append(f"  ratio {ours} / built-in: {ratio:.3f} (median round), {low:.3f}..{high:.3f} over {rounds} rounds")
+        if not found["rounds_agree"][ours]:
+            lines.append(f"  WARNING: the rounds disagree by {100 * (high - low):.1f}% (> the {margin:.0f}% the verdict "
+                         f"needs): do not trust this ratio; rerun on idle cores or with more rounds")
+    return lines
 
 
 def main(argv=None):
@@ -210,11 +250,7 @@ def main(argv=None):
     found = summarize(seconds, tokens, memory)
     print(f"\nbenchmark: {updates} updates x {rounds} rounds, max_tokens {max_tokens}, {args.precision}, "
           f"{tokens} target tokens per round, device {device_name}, torch {torch.__version__}, commit {commit}")
-    for name, model in found["models"].items():
-        peak = model["peak_mib"]
-        print(f"  {name:62s} {model['tokens_per_s']:10.0f} tokens/s" + (f"  peak {peak:8.0f} MiB" if peak is not None else ""))
-    for ours, ratio in found["ratios"].items():
-        print(f"  ratio {ours} / built-in: {ratio:.3f}")
+    print("\n".join(verdict_lines(found)))
 
 
 if __name__ == "__main__":
