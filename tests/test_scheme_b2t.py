@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fairseq_entry import build_model
+from layer_norms import ln, padded_states, randomize_norms
 from normpos_fairseq.schemes import get_scheme
 
 N, M = 2, 3
@@ -21,20 +21,6 @@ def build(dict_dir, scheme="b2t", *extra, seed=1):
     return build_model(dict_dir, "--arch", f"normpos_iwslt_de_en_{scheme}", *TINY, *extra, seed=seed).eval()
 
 
-def randomize_norms(model, seed=5):
-    """Every LayerNorm its own gain and bias, so that using the wrong one shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.5 * torch.randn(p.shape, generator=g) if name.endswith("weight")
-                        else 0.3 * torch.randn(p.shape, generator=g))
-
-
-def ln(norm, v):
-    return F.layer_norm(v, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-
-
 def ffn(layer, h):
     return layer.fc2(torch.relu(layer.fc1(h)))
 
@@ -44,10 +30,7 @@ def test_encoder_layer_is_ln_of_h_plus_ffn_plus_x(dict_dir):
     model = build(dict_dir)
     randomize_norms(model)
     layer = model.encoder.layers[1]
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 3, 32, generator=g)
-    pad = torch.zeros(3, 6, dtype=torch.bool)
-    pad[0, :2] = True
+    x, pad = padded_states(seed=1)
     with torch.no_grad():
         got = layer(x, pad)
         attn = layer.self_attn(query=x, key=x, value=x, key_padding_mask=pad, need_weights=False)[0]

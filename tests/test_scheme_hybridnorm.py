@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fairseq_entry import build_model
+from layer_norms import ln, randomize_norms
 
 D, HEADS, DH = 32, 2, 16
 TINY = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", str(D),
@@ -18,17 +19,8 @@ TINY = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim",
 
 def build(dict_dir, *extra, seed=1):
     model = build_model(dict_dir, "--arch", "normpos_iwslt_de_en_hybridnorm", *TINY, *extra, seed=seed).eval()
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():  # every norm (the per-head ones included) off its init, so that each one shows
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.5 * torch.randn(p.shape, generator=g) if name.endswith("weight")
-                        else 0.3 * torch.randn(p.shape, generator=g))
+    randomize_norms(model)  # the per-head norms included, so that each one shows
     return model
-
-
-def ln(norm, v):
-    return F.layer_norm(v, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 def qkv_attention(attn, query, key, pad=None):

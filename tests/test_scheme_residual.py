@@ -8,9 +8,9 @@ import argparse
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fairseq_entry import build_model
+from layer_norms import ln, randomize_norms
 from normpos_fairseq.schemes import get_scheme
 
 N, M = 2, 2
@@ -22,19 +22,6 @@ ALPHA, S = 0.5, 0.3
 
 def build(dict_dir, *extra, seed=1):
     return build_model(dict_dir, "--arch", "normpos_iwslt_de_en_residual", *TINY, *extra, seed=seed).eval()
-
-
-def randomize_norms(model, seed=5):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.5 * torch.randn(p.shape, generator=g) if name.endswith("weight")
-                        else 0.3 * torch.randn(p.shape, generator=g))
-
-
-def ln(norm, v):
-    return F.layer_norm(v, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 def batch():
@@ -58,10 +45,21 @@ def ffn(layer):
     return lambda h: layer.fc2(torch.relu(layer.fc1(h)))
 
 
-def test_encoder_output_is_alpha_x_plus_ln_of_the_dual_stream(dict_dir):
+def attention(attn, memory=None, **kwargs):
+    """h -> attn(h) as a sub-layer f_k: self-attention over h, or cross-attention over ``memory``."""
+    return lambda h: attn(query=h, key=h if memory is None else memory, value=h if memory is None else memory,
+                          **kwargs)[0]
+
+
+def off_default_model_and_batch(dict_dir):
+    """A model with alpha, s and every LayerNorm off their defaults, and a batch (source, lengths, target)."""
     model = build(dict_dir, "--residual-alpha", str(ALPHA), "--residual-scale", str(S))
     randomize_norms(model)
-    src, lengths, _ = batch()
+    return (model, *batch())
+
+
+def test_encoder_output_is_alpha_x_plus_ln_of_the_dual_stream(dict_dir):
+    model, src, lengths, _ = off_default_model_and_batch(dict_dir)
     enc = model.encoder
     with torch.no_grad():
         got = enc(src, src_lengths=lengths)["encoder_out"][0]
@@ -70,9 +68,8 @@ def test_encoder_output_is_alpha_x_plus_ln_of_the_dual_stream(dict_dir):
         x0 = (x0 * (1 - pad.unsqueeze(-1).type_as(x0))).transpose(0, 1)  # fairseq zeroes padded positions
         sublayers = []
         for layer in enc.layers:
-            attn = (lambda a: lambda h: a(query=h, key=h, value=h, key_padding_mask=pad, need_weights=False)[0])(
-                layer.self_attn)
-            sublayers += [(attn, layer.self_attn_layer_norm), (ffn(layer), layer.final_layer_norm)]
+            sublayers += [(attention(layer.self_attn, key_padding_mask=pad), layer.self_attn_layer_norm),
+                          (ffn(layer), layer.final_layer_norm)]
         want = run_streams(x0, sublayers, ALPHA, S, enc.layer_norm.norm)
         post_ln = run_streams(x0, sublayers, 1.0, 0.0, enc.layer_norm.norm) - ln(enc.layer_norm.norm, 0 * x0)
     keep = ~pad.t()  # padded positions are never read
@@ -82,9 +79,7 @@ def test_encoder_output_is_alpha_x_plus_ln_of_the_dual_stream(dict_dir):
 
 def test_decoder_features_are_alpha_x_plus_ln_of_the_dual_stream(dict_dir):
     """Three sub-layers per decoder layer feed both streams: self-attention (causal), cross-attention, FFN."""
-    model = build(dict_dir, "--residual-alpha", str(ALPHA), "--residual-scale", str(S))
-    randomize_norms(model)
-    src, lengths, prev = batch()
+    model, src, lengths, prev = off_default_model_and_batch(dict_dir)
     dec = model.decoder
     with torch.no_grad():
         enc_out = model.encoder(src, src_lengths=lengths)
@@ -94,11 +89,9 @@ def test_decoder_features_are_alpha_x_plus_ln_of_the_dual_stream(dict_dir):
         causal = dec.buffered_future_mask(x0)
         sublayers = []
         for layer in dec.layers:
-            sa = (lambda a: lambda h: a(query=h, key=h, value=h, attn_mask=causal, need_weights=False)[0])(
-                layer.self_attn)
-            ca = (lambda a: lambda h: a(query=h, key=enc, value=enc, key_padding_mask=enc_pad, static_kv=True)[0])(
-                layer.encoder_attn)
-            sublayers += [(sa, layer.self_attn_layer_norm), (ca, layer.encoder_attn_layer_norm),
+            sublayers += [(attention(layer.self_attn, attn_mask=causal), layer.self_attn_layer_norm),
+                          (attention(layer.encoder_attn, enc, key_padding_mask=enc_pad, static_kv=True),
+                           layer.encoder_attn_layer_norm),
                           (ffn(layer), layer.final_layer_norm)]
         want = run_streams(x0, sublayers, ALPHA, S, dec.layer_norm.norm).transpose(0, 1)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
