@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fairseq_entry import build_model
+from layer_norms import padded_states, randomize_norms
 
 N, M = 2, 2
 TINY = ["--encoder-layers", str(N), "--decoder-layers", str(M), "--encoder-embed-dim", "32",
@@ -34,16 +35,6 @@ def logits(model, train=False):
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
         return model(*batch())[0]
-
-
-def randomize_norms(model, seed=5):
-    """Give every LayerNorm its own gain and bias, so that using the wrong one shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.5 * torch.randn(p.shape, generator=g) if name.endswith("weight")
-                        else 0.3 * torch.randn(p.shape, generator=g))
 
 
 @pytest.mark.parametrize("norms", ["shared", "separate"])
@@ -87,10 +78,7 @@ def test_layer_output_is_the_recursion_by_hand(dict_dir, norms, depth):
         norms_of = lambda layer, sub: [getattr(layer, NORMS[sub])] * (depth - 1)  # noqa: E731
     else:
         norms_of = lambda layer, sub: list(layer.residuals[sub].norms)  # noqa: E731
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 3, 32, generator=g)
-    pad = torch.zeros(3, 6, dtype=torch.bool)
-    pad[0, :2] = True
+    x, pad = padded_states(seed=1)
     with torch.no_grad():
         got = layer(x, pad)
         want = by_hand(layer, x, pad, depth, norms_of)
