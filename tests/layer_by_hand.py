@@ -72,6 +72,19 @@ def inputs(seed=0):
     return 3 * torch.randn(6, 2, D, generator=g) + 0.5, torch.randn(7, 2, D, generator=g)
 
 
+def assert_layer_follows(model, stack, index, step, other_step, other_equal=False, seed=0):
+    """Move the model's norms off their init; then layer ``index`` of ``stack`` must compute
+    ``layer_by_hand(step)``, and ``layer_by_hand(other_step)`` (another scheme's equation on the same weights)
+    must differ from it unless ``other_equal``: so the comparison can fail."""
+    randomize_norms(model)
+    layer = getattr(model, stack).layers[index]
+    x, enc = inputs(seed)
+    enc = enc if stack == "decoder" else None
+    got = layer_output(layer, x, enc)
+    torch.testing.assert_close(got, layer_by_hand(layer, x, step, enc), atol=1e-5, rtol=1e-5)
+    assert torch.allclose(got, layer_by_hand(layer, x, other_step, enc), atol=1e-2) is other_equal
+
+
 def incremental_and_full(model, seed=5):
     """The decoder's output fed one target token at a time (beam search's path) and in one full forward."""
     g = torch.Generator().manual_seed(seed)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from layer_by_hand import build, incremental_and_full, inputs, layer_by_hand, layer_output, ln, randomize_norms
+from layer_by_hand import assert_layer_follows, build, incremental_and_full, ln, randomize_norms
 from normpos_fairseq.schemes.ln_scaling import ScaledLayerNorm
 from test_scheme_norms import norm_sites
 
@@ -37,16 +37,9 @@ def test_layer_norms_carry_one_over_sqrt_l_and_the_final_norms_none(dict_dir):
 
 @pytest.mark.parametrize("stack, index", [("encoder", 0), ("encoder", 3), ("decoder", 1), ("decoder", 2)])
 def test_layer_is_x_plus_f_of_ln_x_over_sqrt_l(dict_dir, stack, index):
-    model = build(dict_dir, "ln_scaling")
-    randomize_norms(model)
-    layer = getattr(model, stack).layers[index]
-    x, enc = inputs(2)
-    enc = enc if stack == "decoder" else None
-    got = layer_output(layer, x, enc)
-    torch.testing.assert_close(got, layer_by_hand(layer, x, scaled_step(index + 1), enc), atol=1e-5, rtol=1e-5)
-    # layer 1 is Pre-LN exactly; deeper layers are not (the comparison can fail)
-    pre_ln = layer_by_hand(layer, x, scaled_step(1), enc)
-    assert torch.allclose(got, pre_ln, atol=1e-5) is (index == 0)
+    # layer 1 is Pre-LN (scale 1); deeper layers are not, so the comparison can fail
+    assert_layer_follows(build(dict_dir, "ln_scaling"), stack, index, scaled_step(index + 1), scaled_step(1),
+                         other_equal=index == 0, seed=2)
 
 
 def test_final_layernorm_output_is_unscaled(dict_dir):
