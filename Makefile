@@ -49,7 +49,7 @@ gradnorm: $(SETUP)  ## theory check at init (Fig. 3, Lemma 2, Thm 1): Post-/Pre-
 	$(PY) -m normpos.theory $(THEORY_ARGS)
 
 # Fig. 3(c,d) beyond the paper: every scheme of the plugin, paper's FFN init, depths 6-14, 3 seeds (~32 min on 2 cores)
-ALL_SCHEMES = post_ln pre_ln deepnorm admin rezero tfixup ln_simple adanorm rmsnorm_post rmsnorm_pre scalenorm_fixnorm normformer xskip_ln rskip_ln b2t residual hybridnorm
+ALL_SCHEMES = post_ln pre_ln deepnorm admin rezero tfixup ln_simple adanorm rmsnorm_post rmsnorm_pre scalenorm_fixnorm normformer xskip_ln rskip_ln b2t residual hybridnorm dyt peri_ln mix_ln ln_scaling
 gradnorm-schemes: $(SETUP)  ## Fig. 3(c,d) for every normalization scheme, depths 6-14, 3 seeds -> results/theory/schemes
 	$(PY) -m normpos.theory --schemes $(ALL_SCHEMES) --seeds 3 --theory-depths --per-layer-depth 0 --out results/theory/schemes $(THEORY_ARGS)
 

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from fairseq_entry import build_model
+from layer_by_hand import incremental_and_full
 from normpos_fairseq.schemes.normformer import NormInput, NormOutput, ScaledResidual, head_scale
 
 D, FFN, HEADS = 32, 64, 2
@@ -244,14 +245,8 @@ def test_incremental_decoding_matches_full_forward(dict_dir, cross):
     training uses): with every extra moved off its init, each step gives the full forward's output."""
     model = build(dict_dir, *(["--normformer-cross-attn"] if cross else []))
     randomize_extras(model)
-    src, lengths, prev = batch(5)
-    with torch.no_grad():
-        enc = model.encoder(src, src_lengths=lengths)
-        full = model.decoder(prev, encoder_out=enc)[0]
-        state = {}
-        steps = [model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)[0]
-                 for t in range(prev.shape[1])]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    steps, full = incremental_and_full(model)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
 
 
 def test_extras_survive_save_and_load(dict_dir, tmp_path):

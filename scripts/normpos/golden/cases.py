@@ -23,6 +23,10 @@ def train_cases() -> List[Case]:
     from normpos_fairseq.schemes import scheme_names
 
     cases = [Case(f"scheme-{name}", "train", (f"model.scheme={name}",)) for name in scheme_names()]
+    # the golden model has 2 layers, where Mix-LN's default (floor(0.25 x 2) = 0 Post-LN layers) is Pre-LN
+    # exactly: this case makes its first layer of each stack Post-LN, so the mixed code path has a curve too
+    cases.append(Case("scheme-mix_ln-fraction-0.5", "train",
+                      ("model.scheme=mix_ln", "model.scheme_args=[--mix-ln-fraction,0.5]")))
     cases.append(Case("ngram-window-4", "train", ("model.scheme=pre_ln", "model.ngram_window=4")))
     cases.append(Case("data-parallel-2-cpu-ranks", "train", ("model.scheme=pre_ln", "train.gpus=2")))
     return cases
