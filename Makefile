@@ -48,10 +48,13 @@ gpu-proof: $(SETUP)  ## prove the pipeline on a GPU in BUDGET s (540): bench, pa
 gradnorm: $(SETUP)  ## theory check at init (Fig. 3, Lemma 2, Thm 1): Post-/Pre-LN, depths 6-14, 10 seeds -> results/theory
 	$(PY) -m normpos.theory $(THEORY_ARGS)
 
-# Fig. 3(c,d) beyond the paper: every scheme of the plugin, paper's FFN init, depths 6-14, 3 seeds (~32 min on 2 cores)
+# Fig. 3(c,d) beyond the paper: every scheme of the plugin, paper's FFN init, depths 6-14, 3 seeds (~32 min on 2 cores).
+# The folder's measurements.csv is the cache: only schemes missing from it are measured, then merged (SCHEMES=mine
+# names just yours; normpos/theory/record.py)
+comma := ,
 ALL_SCHEMES = post_ln pre_ln deepnorm admin rezero tfixup ln_simple adanorm rmsnorm_post rmsnorm_pre scalenorm_fixnorm normformer xskip_ln rskip_ln b2t residual hybridnorm dyt peri_ln mix_ln ln_scaling
-gradnorm-schemes: $(SETUP)  ## Fig. 3(c,d) for every normalization scheme, depths 6-14, 3 seeds -> results/theory/schemes
-	$(PY) -m normpos.theory --schemes $(ALL_SCHEMES) --seeds 3 --theory-depths --per-layer-depth 0 --out results/theory/schemes $(THEORY_ARGS)
+gradnorm-schemes: $(SETUP)  ## Fig. 3(c,d) for every normalization scheme, depths 6-14, 3 seeds -> results/theory/schemes [SCHEMES=new ones]
+	$(PY) -m normpos.theory --schemes $(or $(subst $(comma), ,$(SCHEMES)),$(ALL_SCHEMES)) --seeds 3 --theory-depths --per-layer-depth 0 --out results/theory/schemes $(THEORY_ARGS)
 
 # The same measurement with one thing changed, each in results/theory/checks/NAME (the main report lists them)
 THEORY_CHECKS = results/theory/checks

@@ -1,5 +1,5 @@
 """``make frontier`` end to end: PRESET=tiny trains its map on the tiny corpus and writes the whole folder; a
-second call reuses every run; PRESET=iwslt's dry run lists exactly its grid's commands at the IWSLT shape,
+second call reuses every run (from the folder's runs.csv); PRESET=iwslt's dry run lists exactly its grid's commands at the IWSLT shape,
 which fairseq builds; bad input is one line.
 
 The outcomes of the tiny map are read back from the run folders here, independently of the report: each
@@ -92,7 +92,8 @@ def test_make_frontier_tiny_trains_its_map_writes_the_folder_and_reuses_it(tiny_
 
     again = make(*args)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "(0 trained now, 10 reused)" in again.stdout
+    # the folder's runs.csv is the record the second call reuses, before any run folder (test_frontier_record.py)
+    assert "(0 trained now, 0 reused from their run folders, 10 from the record)" in again.stdout
     assert [r["outcome"] for r in read_csv(out / "runs.csv")] == [r["outcome"] for r in rows]
 
 

@@ -115,9 +115,10 @@ def plan_lines(preset: Preset, grid, rows, cfg, jobs, why, bar: Optional[dict]) 
         f"  + about {extra} runs of seed(s) {', '.join(map(str, preset.seeds[1:])) or '-'} next to the frontiers"
         f" + at most {warm} warm-up runs ({', '.join(sorted({r.scheme for r in rows})) or 'none'} at "
         f"L{preset.warmup.depth}, W {', '.join(str(w) for w in sorted({r.warmup for r in rows}))})",
-        f"  at most ~{first + extra + warm} runs, {jobs} at once ({why}); finished runs are reused",
-        "  time: projected from the measured seconds per run at each depth, once the first run at each depth "
-        "(runs of the map, started first) has ended",
+        f"  at most ~{first + extra + warm} runs, {jobs} at once ({why}); finished runs are reused (the results "
+        "folder's runs.csv, then the run folders)",
+        "  time: projected from the seconds per run at each depth of the record, else once the first run at "
+        "each depth (runs of the map, started first) has ended",
     ]
     if bar:
         lines.append(f"  trains: valid nll at update N below {bar['bar_bits']:.3f} bits = the target unigram "
@@ -183,7 +184,7 @@ def train(args, preset, grid, rows, base, cfg, jobs, why, out: Path) -> int:
     from normpos.experiment.write_faults import RunRootWritable
     from normpos.provenance import git_commit
 
-    from . import report
+    from . import record, report
     from .classify import NOT_RUN
     from .runner import outcomes_log, run_map
     from .unigram import DataMissing, unigram_cross_entropy
@@ -199,33 +200,39 @@ def train(args, preset, grid, rows, base, cfg, jobs, why, out: Path) -> int:
     bar.update(margin_bits=preset.margin_bits, bar_bits=bar["bits"] - preset.margin_bits)
     if cfg.train.cpu:
         cpu_environment(jobs)
-    print("\n".join(plan_lines(preset, grid, rows, cfg, jobs, why, bar)), flush=True)
+    reuse = record.read(out, base, settings(cfg), bar)
+    print("\n".join(plan_lines(preset, grid, rows, cfg, jobs, why, bar) + record.words(reuse, out)), flush=True)
     log = outcomes_log(Path(args.run_root))
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     t0 = time.time()
-    found, trained, cpu = run_map(preset, base, bar["bar_bits"], jobs, log.with_suffix(".log"))
-    cells = []
-    for col in grid + rows:
+    found, trained, cpu = run_map(preset, base, bar["bar_bits"], jobs, log.with_suffix(".log"), reuse.found)
+    commit = git_commit()
+    # the folder covers the record's map and this invocation's: SCHEMES=mine adds a scheme, drops none
+    shown = record.merged_preset(preset, reuse.plan)
+    cells, emitted = [], set()
+    for col in sum(planning.columns(shown), []):
         seeds = col.seeds
         for i, lr in enumerate(col.lrs):
             for seed in seeds:
                 key = col.key(i, seed)
                 if key in found:
-                    outcome, directory = found[key]
-                    cells.append(cell_row(key, outcome, directory))
+                    cells.append(cell_row(key, *found[key], reuse.commits.get(key, commit)))
+                    emitted.add(key)
                 elif seed == seeds[0]:
                     cells.append({**cell_row(key, None, None), "outcome": NOT_RUN})
-    w = preset.warmup
+    cells += [cell_row(key, *found[key], reuse.commits.get(key, commit)) for key in found if key not in emitted]
+    w = shown.warmup
     info = {
-        "preset": args.preset, "experiment": preset.experiment, "schemes": list(preset.schemes),
-        "depths": list(preset.depths), "lrs": list(preset.lrs), "seeds": list(preset.seeds),
+        "preset": args.preset, "experiment": preset.experiment, "schemes": list(shown.schemes),
+        "depths": list(shown.depths), "lrs": list(shown.lrs), "seeds": list(shown.seeds),
         "skip_after": preset.skip_after,
-        "warmup": {"schemes": [s for s in w.schemes if s in preset.schemes], "depth": w.depth,
-                   "updates": list(w.updates), "lrs": list(w.lrs or preset.lrs)},
+        "warmup": {"schemes": [s for s in w.schemes if s in shown.schemes], "depth": w.depth,
+                   "updates": list(w.updates), "lrs": list(w.lrs or shown.lrs)},
         "settings": settings(cfg), "bar": bar, "jobs": jobs, "theory_folder": str(args.theory),
         "command": "python -m normpos.frontier " + shlex.join(sys.argv[1:]), "make_command": make_words(args),
-        "commit": git_commit(), "machine": machine(), "started": started,
+        "commit": commit, "machine": machine(), "started": started,
         "session_seconds": round(time.time() - t0, 1), "trained_now": trained, "reused": len(found) - trained,
+        "from_record": len(reuse.found),
         "cpu_seconds": round(cpu, 1), "cores": os.cpu_count(),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -260,11 +267,12 @@ def cpu_environment(jobs: int) -> None:
         os.environ.setdefault(name, value)
 
 
-def cell_row(key: Key, outcome, directory) -> dict:
+def cell_row(key: Key, outcome, directory, commit: Optional[str] = None) -> dict:
+    """A row of runs.csv; ``commit``: the invocation that measured it (a row reused from the record keeps its own)."""
     row = {"scheme": key.scheme, "depth": key.depth, "warmup": key.warmup, "lr": key.lr, "seed": key.seed}
     if outcome is not None:
         row.update(outcome=outcome.kind, valid_nll=outcome.nll, at_update=outcome.at_update, updates=outcome.updates,
-                   wall_seconds=outcome.wall_seconds, reason=outcome.reason, run=str(directory))
+                   wall_seconds=outcome.wall_seconds, reason=outcome.reason, run=str(directory), commit=commit)
     return row
 
 

@@ -7,10 +7,11 @@ training too). lr* is the first (every seed run there trains), the band's top th
 or seeds that agree, they are the same lr. Flags the table prints:
 
 - *below the grid*: no lr trains (lr* < the smallest grid lr, or none trains in N updates at all);
-- *at the top*: lr* is the largest grid lr, so the true frontier may lie above it;
+- *at the top*: lr* is the largest grid lr, or the lr above it was not run (a column of the record not yet
+  climbed onto lrs a later grid added, ``record.py``), so the true frontier may lie above it;
 - *slow bottom*: lrs below the band did not train (too slow for N updates);
 - *trains again*: a lr above the first failure trains again (a non-monotone column; lr* stays the lower);
-- lrs left out by the skip rule (``plan.py``).
+- lrs left out by the skip rule (``plan.py``), and lrs not run yet: above a climb that is not over.
 
 The slope is the least-squares slope of log lr* against log L over the depths whose lr* lies inside the
 grid (neither below it nor at its top, where it is only a bound); fewer than two such depths give none.
@@ -23,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .plan import TRAINS, band_top
+from .plan import TRAINS, band_top, next_up
 
 
 @dataclass
@@ -33,7 +34,8 @@ class Frontier:
     at_top: bool = False
     slow_bottom: List[float] = field(default_factory=list)
     trains_again: List[float] = field(default_factory=list)
-    skipped: List[float] = field(default_factory=list)  # lrs the first seed did not run
+    skipped: List[float] = field(default_factory=list)  # lrs the first seed did not run: its climb was over
+    not_yet: List[float] = field(default_factory=list)  # lrs above a climb that is not over (the grid grew)
 
     @property
     def below_grid(self) -> bool:
@@ -45,8 +47,10 @@ class Frontier:
         return self.lr_star is not None and not self.at_top
 
 
-def column_frontier(lrs: Sequence[float], outcomes: Dict[int, Dict[int, str]], first_seed: int) -> Frontier:
-    """``outcomes``: lr index -> {seed: outcome}; lrs ascending."""
+def column_frontier(lrs: Sequence[float], outcomes: Dict[int, Dict[int, str]], first_seed: int,
+                    skip_after: int = 2) -> Frontier:
+    """``outcomes``: lr index -> {seed: outcome}; lrs ascending; ``skip_after``: the map's skip rule, which
+    tells lrs the climb left out from lrs it has not reached yet."""
     def per_lr(pick) -> List[Optional[bool]]:
         return [pick([k == TRAINS for k in outcomes[i].values()]) if outcomes.get(i) else None
                 for i in range(len(lrs))]
@@ -56,12 +60,14 @@ def column_frontier(lrs: Sequence[float], outcomes: Dict[int, Dict[int, str]], f
     start = next((i for i, t in enumerate(some) if t), None)
     stop = high if high is not None else len(lrs)
     again = [lrs[i] for i in range(stop + 2, len(lrs)) if some[i]] if high is not None else []
+    unrun = [lr for i, lr in enumerate(lrs) if first_seed not in outcomes.get(i, {})]
+    climbing = next_up([outcomes.get(i, {}).get(first_seed) for i in range(len(lrs))], skip_after) is not None
     return Frontier(
         lr_star=None if low is None else lrs[low], band_top=None if high is None else lrs[high],
-        at_top=low == len(lrs) - 1,
+        at_top=low is not None and (low == len(lrs) - 1 or every[low + 1] is None),
         slow_bottom=[lrs[i] for i in range(start or 0) if some[i] is False],
         trains_again=again,
-        skipped=[lr for i, lr in enumerate(lrs) if first_seed not in outcomes.get(i, {})])
+        skipped=[] if climbing else unrun, not_yet=unrun if climbing else [])
 
 
 def slope(points: Sequence[Tuple[int, Optional[Frontier]]]) -> Tuple[Optional[float], List[int]]:

@@ -38,7 +38,12 @@ def figure_frontier(out: Path, schemes: List[str], depths: List[int], lrs: List[
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 6.5))
     colors = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors)  # dashed after the 10th
-    step = 0.012  # log-depth between neighbouring schemes: +-8% across 14 schemes
+    # beyond the 14 of 2022 (issue 26: 21) the legend goes beside the axes, where it hides no point; from the
+    # 19th scheme on a colour comes again, dotted and with square markers
+    outside = len(schemes) > 14
+    if outside:
+        fig.set_size_inches(12, 6.5)
+    step = 0.012 if len(schemes) <= 14 else 0.17 / (len(schemes) - 1)  # +-8% across the schemes
     spread = step * (len(schemes) - 1) / 2
     below = lrs[0] / 1.5
     for i, scheme in enumerate(schemes):
@@ -61,7 +66,8 @@ def figure_frontier(out: Path, schemes: List[str], depths: List[int], lrs: List[
                 ax.plot([x], [f.lr_star], marker="^", mfc="none", color=color, ms=9, ls="none")
         s = slopes.get(scheme)
         label = f"{scheme} ({'slope ' + signed(s) if s is not None else 'no slope'})"
-        ax.plot(xs, ys, marker="o", color=color, ls="-" if i < 10 else "--", label=label)
+        ax.plot(xs, ys, marker="o" if i < len(colors) else "s", color=color,
+                ls="-" if i < 10 else "--" if i < len(colors) else ":", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(depths, [str(d) for d in depths])
@@ -71,7 +77,10 @@ def figure_frontier(out: Path, schemes: List[str], depths: List[int], lrs: List[
     ax.set_ylabel("lr* (largest lr that trains without warm-up; log scale)")
     ax.set_title(title, fontsize=9, wrap=True)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2, loc="best")
+    if outside:
+        ax.legend(fontsize=8, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8, ncol=2, loc="best")
     fig.tight_layout()
     name = "fig1_frontier.png"
     fig.savefig(Path(out) / name, dpi=110)
@@ -86,7 +95,9 @@ def figure_warmup(out: Path, maps: Dict[str, Dict], lrs: List[float], updates: L
     if not maps:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.5 * len(maps) + 1, 3.6), squeeze=False)
+    # 4.5 in a panel for up to 6 lrs (the committed map's grid); more lrs widen it, so cells' text stays apart
+    width = max(4.5, 0.75 * len(lrs))
+    fig, axes = plt.subplots(1, len(maps), figsize=(width * len(maps) + 1, 3.6), squeeze=False)
     values = [nll for m in maps.values() for (_, nll) in m.values() if nll is not None]
     vmin, vmax = (min(values), max(values)) if values else (0.0, 1.0)
     image = None

@@ -22,8 +22,9 @@ from .figures import signed
 from .classify import LETTER, NOT_RUN
 from .extract import Frontier, column_frontier, slope
 
+# commit: the commit of the invocation that measured the row (the record of 429047a has none: plan.json's)
 FIELDS = ["scheme", "depth", "warmup", "lr", "seed", "outcome", "valid_nll", "at_update", "updates",
-          "wall_seconds", "reason", "run"]
+          "wall_seconds", "reason", "run", "commit"]
 
 
 def save_runs(out: Path, rows: List[dict]) -> None:
@@ -70,6 +71,8 @@ def notes(f: Frontier) -> List[str]:
         words.append("trains again at " + ", ".join(map(lr_words, f.trains_again)))
     if f.skipped:
         words.append("not run (skip rule): " + ", ".join(map(lr_words, f.skipped)))
+    if f.not_yet:
+        words.append("not run yet (the climb goes on): " + ", ".join(map(lr_words, f.not_yet)))
     return words
 
 
@@ -79,7 +82,8 @@ def frontiers_of(rows: List[dict], plan: dict) -> Dict[tuple, Frontier]:
     for r in rows:
         if r["warmup"] == 1 and r["outcome"] != NOT_RUN:
             cells.setdefault((r["scheme"], r["depth"]), {}).setdefault(lrs.index(r["lr"]), {})[r["seed"]] = r["outcome"]
-    return {(s, d): column_frontier(lrs, cells.get((s, d), {}), first) for s in plan["schemes"] for d in plan["depths"]}
+    return {(s, d): column_frontier(lrs, cells.get((s, d), {}), first, plan["skip_after"])
+            for s in plan["schemes"] for d in plan["depths"]}
 
 
 def column_map(rows: List[dict], plan: dict, depth: int) -> List[str]:
@@ -218,6 +222,19 @@ def comparison_section(link: dict) -> List[str]:
             *[f"- {link['stats'][stack]['verdict']}" for stack in theory_link.STACKS], ""]
 
 
+def measured_at(rows: List[dict], plan: dict) -> str:
+    """'' when every run was measured by this plan's invocation (or the runs.csv predates the commit column),
+    else which commits measured how many runs: a record grown by several invocations says so."""
+    counts: Dict[str, int] = {}
+    for r in rows:
+        if r["outcome"] != NOT_RUN:
+            c = (r.get("commit") or plan["commit"])[:7]
+            counts[c] = counts.get(c, 0) + 1
+    if set(counts) <= {plan["commit"][:7]}:
+        return ""
+    return "; **runs measured at** " + ", ".join(f"`{c}` ({n})" for c, n in counts.items())
+
+
 def readme(plan, rows, fronts, slopes, link, maps, fig1, fig2) -> str:
     b = plan["bar"]
     counts: Dict[str, int] = {}
@@ -237,7 +254,8 @@ def readme(plan, rows, fronts, slopes, link, maps, fig1, fig2) -> str:
         "training.",
         "",
         f"- **Command**: `{plan['make_command']}` (runs `{plan['command']}`)",
-        f"- **Commit**: `{plan['commit']}`; **machine**: {plan['machine']}; **started** {plan['started']}",
+        f"- **Commit**: `{plan['commit']}`; **machine**: {plan['machine']}; **started** {plan['started']}"
+        + measured_at(rows, plan),
         f"- **Time**: {plan['session_seconds'] / 60:.1f} min for this invocation ({plan['trained_now']} runs "
         f"trained, {plan['reused']} reused from earlier invocations); the {ran} runs' own wall time adds up to "
         f"{seconds / 60:.1f} min at {plan['jobs']} at once; the training processes of this invocation used "
@@ -264,7 +282,10 @@ def readme(plan, rows, fronts, slopes, link, maps, fig1, fig2) -> str:
                               "where they disagree the table gives a band: lr* (every seed trains) – the lr some "
                               "seed still trains at. " if len(plan["seeds"]) > 1 else "one seed: no bands. ")
         + "`≥` marks a lr* at the "
-        "top of the grid (a bound), `none` a column in which no lr trains in N updates. The slope is fitted to "
+        "top of the grid (a bound" + ("; or at the top of a column whose climb has not reached the lrs a later grid "
+                                      "added: notes say `not run yet`" if any(f.not_yet for f in fronts.values())
+                                      else "") +
+        "), `none` a column in which no lr trains in N updates. The slope is fitted to "
         "the depths whose lr* lies inside the grid.",
         "",
         "## Frontier",

@@ -191,20 +191,29 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_map(preset: Preset, base, bar_bits: float, jobs: int, log_path: Path) -> Tuple[Dict[Key, Tuple[Outcome, Path]], int, float]:
+def run_map(preset: Preset, base, bar_bits: float, jobs: int, log_path: Path,
+            known: Optional[Dict[Key, Tuple[Outcome, Path]]] = None) -> Tuple[Dict[Key, Tuple[Outcome, Path]], int, float]:
     """Train the map; return every run's outcome and folder, how many were trained now (not reused), and the
-    CPU seconds their processes used. Prints one line per run."""
+    CPU seconds their processes used. Prints one line per run. ``known``: outcomes already measured (the
+    committed record, ``record.py``): the plan continues from them as from runs that just ended, and their
+    recorded seconds per run project the time of the new runs before any has ended."""
     grid, rows = planning.columns(preset)
     cols = grid + rows
-    results: Dict[Key, str] = {}
-    found: Dict[Key, Tuple[Outcome, Path]] = {}
+    found: Dict[Key, Tuple[Outcome, Path]] = dict(known or {})
+    results: Dict[Key, str] = {key: outcome.kind for key, (outcome, _) in found.items()}
     pending = set()
     progress = Progress(jobs)
+    for key, (outcome, _) in found.items():
+        progress.add(key.depth, outcome.wall_seconds)
+    left = remaining(cols, results, preset.skip_after)
+    if found:
+        print(f"frontier: {sum(left.values())} runs at most left to train; "
+              + (progress.words(left) if sum(left.values()) else "nothing to train"), flush=True)
     priority = order(preset)
     lines = _Lines(sys.stdout, log_path)
     pool = Pool(base, bar_bits, jobs, lines)
     done = trained = 0
-    announced = False
+    announced = bool(found) and progress.left(left) is not None  # projected above, from the record
     cpu = children_cpu_seconds()
     sys.stdout = lines
     try:
@@ -242,7 +251,8 @@ def run_map(preset: Preset, base, bar_bits: float, jobs: int, log_path: Path) ->
         lines.close_log()
     pool.shutdown()
     cpu = children_cpu_seconds() - cpu
-    print(f"frontier: {done} runs ({trained} trained now, {done - trained} reused) in "
+    print(f"frontier: {done} runs ({trained} trained now, {done - trained} reused from their run folders"
+          f"{f', {len(known)} from the record' if known else ''}) in "
           f"{(time.time() - progress.start) / 60:.1f} min, {cpu / 60:.1f} CPU-min of training processes"
           f"{f' ({cpu / trained:.0f} s a run)' if trained else ''}; every run's lines: {log_path}", flush=True)
     return found, trained, cpu

@@ -7,6 +7,8 @@ made), the Fig. 3-style figures and ``report.md`` into ``--out``. A killed run r
 ``measurements.partial.csv``. Problems with the input are reported as one line ``normpos.theory: error: ...``.
 ``--report-only`` measures nothing: it re-renders the report and figures from ``measurements.csv`` and
 ``run.json`` in ``--out``, first bringing a record written before records were portable to the portable form.
+A record already in ``--out`` is the cache: only the models missing from it are measured and merged into it,
+and a record of other settings is refused (``record.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from normpos.files import write_json
 from normpos.provenance import git_commit, portable_path
 
 from . import data as data_lib
+from . import record
 from .model import MAX_TOKENS
 
 DEFAULT_OUT = data_lib.REPO / "results" / "theory"
@@ -181,6 +184,8 @@ def run(args) -> Path:
 
     check(args)
     source = data_lib.resolve(args.data)
+    # the folder's record is the cache: only the models missing from it are measured (record.py)
+    cached = record.read(args.out, options_record(vars(args)), data_record(source))
     quiet()
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = sweep.plan(
@@ -199,9 +204,13 @@ def run(args) -> Path:
     signature_path.write_text(json.dumps(signature))
     partial = sweep.PartialCSV(partial_path)
     start, cpu_start, load_start = time.time(), time.process_time(), os.getloadavg()
-    todo = [job for job in jobs if job.key not in partial.done]
+    new = [job for job in jobs if not cached.has(job)]
+    todo = [job for job in new if job.key not in partial.done]
+    if cached.meta is not None:
+        print(f"normpos.theory: {len(jobs) - len(new)} of the {len(jobs)} models asked for are in "
+              f"{args.out / 'measurements.csv'} (same settings): measuring {len(new)}", flush=True)
     bar = tqdm(todo, unit="model", disable=args.no_progress, dynamic_ncols=True,
-               desc=f"{len(jobs) - len(todo)} of {len(jobs)} done before")
+               desc=f"{len(new) - len(todo)} of {len(new)} done before")
     with torch_threads(args.threads):
         threads_used = torch.get_num_threads()
         try:
@@ -218,7 +227,7 @@ def run(args) -> Path:
         finally:
             partial.close()
     csv_path = args.out / "measurements.csv"
-    sweep.write_csv(csv_path, (row for job in jobs for row in partial.done[job.key]))
+    sweep.write_csv(csv_path, [*cached.rows, *(row for job in new for row in partial.done[job.key])])
     meta = {
         "command": " ".join(["python -m normpos.theory", *map(shlex.quote, args.argv)]),
         "git_commit": git_commit(),
@@ -230,14 +239,15 @@ def run(args) -> Path:
         # this process's CPU time: wall time on an otherwise idle machine is about this / threads
         "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "models_measured_now": len(todo),
-        "models_total": len(jobs),
+        "models_total": len(cached.models) + len(new),
         "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "options": options_record(vars(args)),
         "schemes": {name: {"paper": get_scheme(name).paper, "summary": get_scheme(name).summary}
                     for name in args.schemes},
     }
-    write_json(args.out / "run.json", meta)
+    measured = list(dict.fromkeys(job.setting.scheme for job in new))
+    write_json(args.out / "run.json", record.merged_meta(cached, meta, measured))
     report.write(args.out)
     main_run = args.out.parent.parent
     if args.out.parent.name == "checks" and (main_run / "measurements.csv").exists():
@@ -253,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.argv = argv
     try:
         out = report_only(args) if args.report_only else run(args)
-    except (UsageError, ValueError, FileNotFoundError, data_lib.DataMissing) as err:
+    except (UsageError, ValueError, FileNotFoundError, data_lib.DataMissing) as err:  # RecordMismatch is a ValueError
         if os.environ.get("NORMPOS_TRACEBACK"):
             raise
         print(f"normpos.theory: error: {err}", file=sys.stderr)

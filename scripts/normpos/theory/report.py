@@ -210,6 +210,16 @@ def figure_lemma2(out: Path, rows) -> str:
 
 # ---- Markdown --------------------------------------------------------------------------------------------
 
+def session_lines(meta) -> list:
+    """A record grown by several invocations (``record.py``): which commit measured which schemes, when."""
+    sessions = meta.get("sessions", [])
+    if len(sessions) < 2:
+        return []
+    return ["- Measured in {} invocations, merged into one record: ".format(len(sessions)) + "; ".join(
+        f"{', '.join(f'`{x}`' for x in s['schemes_measured'])} at {s['git_commit'][:7]} "
+        f"({s['models_measured_now']} models, finished {s['finished']}, `{s['command']}`)" for s in sessions) + "."]
+
+
 def section_setup(rows, meta) -> list:
     ntok = [r["value"] for r in rows if r["quantity"] == "ntokens"]
     opts, m = meta["options"], meta["machine"]
@@ -218,6 +228,7 @@ def section_setup(rows, meta) -> list:
         "## How this was made",
         f"- Command: `{meta['command']}`",
         f"- Git commit: {meta['git_commit']}",
+        *session_lines(meta),
         f"- Data: {meta['data']} (`{meta['data_dir']}`, {meta['dictionary_types']} dictionary entries"
         + "".join(f"; `{name}` sha256 {digest[:16]}" for name, digest in meta.get("data_sha256", {}).items())
         + ").",
@@ -227,7 +238,9 @@ def section_setup(rows, meta) -> list:
         + f"; torch {m['torch']}, fairseq {m['fairseq']}, Python {m['python']}"
         + (f"; {numerics.summary(m['numerics'])}." if "numerics" in m else "; CPU numerics not recorded (before pinning)."),
         f"- Time: {meta['wall_seconds'] / 60:.1f} min wall clock for {meta['models_measured_now']} of "
-        f"{meta['models_total']} models" + (" (the rest came from a resumed partial run)"
+        f"{meta['models_total']} models" + ((" (the rest came from the record it was merged into, and from a "
+                                              "resumed partial run if any)" if "sessions" in meta else
+                                              " (the rest came from a resumed partial run)")
                                              if meta["models_measured_now"] < meta["models_total"] else "")
         + f"; {meta['cpu_seconds'] / 60:.1f} min of CPU time, i.e. about "
         f"{meta['cpu_seconds'] / 60 / m['torch_threads']:.1f} min on the same machine with nothing else "
