@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from normpos.frontier.cli import fail
+
 from . import plan as planning
 from .plan import PlanError
 
@@ -32,13 +34,8 @@ def parse(argv) -> argparse.Namespace:
     parser.add_argument("--frontier", type=Path, default=Path("results/multi30k/frontier-cpu"),
                         help="the frontier map to cross-check with")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and every command; train nothing")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --), e.g. train.max_epoch=5")
     return parser.parse_args(argv)
-
-
-def fail(message: str, code: int = 2) -> int:
-    print(f"normpos: error: {message}", file=sys.stderr, flush=True)
-    return code
 
 
 def rule_words(cfg) -> str:

@@ -14,7 +14,6 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -49,16 +48,6 @@ class RunPool(Pool):
             return status, directory, status.get("outcome") == "skipped"
         finally:
             self.lines.tag(None)
-
-    def done(self, timeout: float):
-        """The runs that ended within ``timeout`` seconds (maybe none)."""
-        finished, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
-        out = []
-        for future in finished:
-            key, slot = self.running.pop(future)
-            self.free.append(slot)
-            out.append((key, *future.result()))
-        return out
 
 
 class Clock:
