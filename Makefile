@@ -130,8 +130,20 @@ schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3
 reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer base), scoring, table, figures [DRY_RUN=1]
 	$(call reproduce,wmt14,sec4_wmt_preln_vs_postln)
 
-reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWSLT model size (GPU) [DRY_RUN=1]
+# PRESET=cpu: sec. 3.2 and sec. 4 trained to convergence on 2 CPU cores in <= 150 min (scripts/normpos/converge,
+# configs/converge/cpu.yaml; tiny: the tests'); the GPU grids stay the default (PRESET is the frontier's
+# variable too, so only a PRESET given on the command line or in the environment chooses here)
+REPRODUCE_PRESET = $(if $(filter command line environment,$(origin PRESET)),$(PRESET),gpu)
+REPRODUCE_ARGS ?=
+ifeq ($(REPRODUCE_PRESET),gpu)
+reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWSLT model size (GPU), or PRESET=cpu: converged, <= 150 min on 2 cores [DRY_RUN=1]
 	$(call reproduce,multi30k,$(MULTI30K_EXPERIMENTS))
+else
+reproduce-multi30k: $(SETUP)
+	$(if $(DRY_RUN)$(filter tiny,$(REPRODUCE_PRESET)),,$(MAKE) --no-print-directory data-multi30k)
+	$(PY) -m normpos.converge --preset $(REPRODUCE_PRESET) --run-root $(RUN_ROOT) $(if $(DRY_RUN),--dry-run,) \
+	  $(REPRODUCE_ARGS) $(if $(ARGS),-- $(ARGS),)
+endif
 
 # The stability frontier (scripts/normpos/frontier): per scheme x depth, the largest lr that trains without warm-up
 # on a log grid, runs chosen from the outcomes so far (a column stops after 2 lrs in a row that do not train),

@@ -104,7 +104,11 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
     """Run fairseq-train, stream its log, stop it on divergence; return the status record."""
     metrics = load_metrics(directory / "metrics.jsonl")  # a resumed run keeps its earlier epochs
     watcher = Watcher(cfg.run.divergence_factor, metrics, state=directory / "watch.json",
-                      max_update=cfg.train.max_update, max_epoch=cfg.train.max_epoch)
+                      max_update=cfg.train.max_update, max_epoch=cfg.train.max_epoch,
+                      converge_window=cfg.train.converge_window, converge_min_bits=cfg.train.converge_min_bits)
+    # a converged run stops once fairseq has saved that epoch's checkpoints (best and last: what scoring and a
+    # later, larger budget read); with --no-save there is nothing to wait for
+    saves = "--no-save" not in argv
     start = time.time()
     with open(directory / "train.log", "a", encoding="utf-8") as log:
         log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {command.shell_line(argv)}\n")
@@ -127,6 +131,9 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
                 if watcher.diverged:
                     training.stop()
                     break
+                if watcher.converged and (not saves or "Saved checkpoint" in line):
+                    training.stop()
+                    break
         except BaseException:
             training.stop()  # our side failed (e.g. train.log on a full disk): fairseq must not block on its pipe
             raise
@@ -136,6 +143,8 @@ def train(cfg: ExperimentCfg, directory: Path, argv: List[str], env: dict, runs_
     base = {"num_updates": updates, "epochs": max((m["epoch"] for m in metrics.values()), default=0), "wall_seconds": round(time.time() - start, 1)}
     if watcher.diverged:
         return {**base, "status": "diverged", "reason": watcher.diverged}
+    if watcher.converged:  # stopped by us after the rule held: a finished run (its reason says why it ended)
+        return {**base, "status": "finished", "reason": watcher.converged}
     if code != 0 and watcher.saw_marker:
         return {**base, "status": "diverged", "reason": f"fairseq stopped: {watcher.saw_marker}"}
     if code != 0:

@@ -88,6 +88,11 @@ class TrainCfg:
     tensorboard: bool = False      # fairseq's TensorBoard logs into <run dir>/tensorboard
     numerics: str = "pinned"       # pinned: the same CPU floats on any AVX2 host (normpos.numerics) | native
     threads: Optional[int] = None  # CPU threads a run pins (NORMPOS_NUMERICS_THREADS); null: the caller's, default 2
+    # stop at convergence (normpos.experiment.convergence): best valid loss improved < converge_min_bits over the
+    # last converge_window epochs; 0 = off (train to max_epoch / max_update). A stopping rule like the budget:
+    # not part of the run's identity
+    converge_window: int = 0
+    converge_min_bits: float = 0.02
     extra_args: List[str] = field(default_factory=list)
 
 
@@ -161,6 +166,8 @@ def validate(cfg) -> ExperimentCfg:
            f"model.ngram_window must be >= 1 (null = full self-attention), got {m.ngram_window}")
     _check(t.max_tokens > 0 and t.update_freq >= 1 and t.gpus >= 1, "train.max_tokens, update_freq and gpus must be positive")
     _check(t.max_epoch > 0 or t.max_update > 0, "set train.max_epoch or train.max_update")
+    _check(t.converge_window >= 0 and t.converge_min_bits >= 0,
+           "train.converge_window and train.converge_min_bits must be >= 0")
     _check(not (t.fp16 and t.bf16), "train.fp16 and train.bf16 exclude each other")
     _check(t.threads is None or t.threads >= 1, f"train.threads must be >= 1 (or null), got {t.threads}")
     _check(t.numerics in NUMERICS_MODES, f"unknown train.numerics {t.numerics!r}; valid: {', '.join(NUMERICS_MODES)}")

@@ -14,14 +14,14 @@ from typing import Dict, Optional
 
 from normpos.files import write_json, write_text
 
-from . import fairseq_log
+from . import convergence, fairseq_log
 
 
 class Watcher:
     """Follows fairseq's log: collects per-epoch metrics, spots divergence in the training loss."""
 
     def __init__(self, factor: float, metrics: Dict[int, dict], state: Optional[Path] = None,
-                 max_update: int = 0, max_epoch: int = 0):
+                 max_update: int = 0, max_epoch: int = 0, converge_window: int = 0, converge_min_bits: float = 0.0):
         self.factor = factor
         self.metrics = metrics
         self.state = state  # watch.json: the divergence baseline, kept across resumes
@@ -34,6 +34,8 @@ class Watcher:
         self.diverged: Optional[str] = None
         self.saw_marker: Optional[str] = None
         self.os_error: Optional[str] = None  # the last "[Errno N] ..." fairseq printed: why it may have stopped
+        self.converge = (converge_window, converge_min_bits)
+        self.converged: Optional[str] = None  # the convergence rule's words once it holds (convergence.py)
 
     def feed(self, line: str) -> bool:
         """Take one log line; return True when the epoch metrics changed."""
@@ -66,6 +68,7 @@ class Watcher:
         elif kind == "valid":
             record = fairseq_log.epoch_record(self.train_summary, stats, self.progress)
             self.metrics[record["num_updates"]] = record
+            self._check_convergence()
             return True
         return False
 
@@ -83,6 +86,19 @@ class Watcher:
                 rate = (progress - self._since[1]) / (now - self._since[0])
                 left.append(max(0.0, (self.max_epoch - progress) / rate))
         return min(left) if left else None
+
+    def _check_convergence(self) -> None:
+        """Apply the convergence rule to the valid losses so far, one per epoch (a resumed run's earlier ones too)."""
+        window, min_bits = self.converge
+        if window < 1 or self.converged:
+            return
+        per_epoch = {}
+        for row in sorted(self.metrics.values(), key=lambda r: r["num_updates"]):
+            if row.get("valid_loss") is not None:
+                per_epoch[row["epoch"]] = row["valid_loss"]  # the epoch's last validation
+        seen = convergence.verdict([per_epoch[e] for e in sorted(per_epoch)], window, min_bits)
+        if seen.state == convergence.CONVERGED:
+            self.converged = seen.words(window, min_bits)
 
     def _check_loss(self, loss, updates: int) -> None:
         if loss is None or self.diverged:

@@ -118,9 +118,10 @@ class Pool:
         finally:
             self.lines.tag(None)
 
-    def done(self) -> List[Tuple[Key, Outcome, Path, bool]]:
-        """Wait for at least one run to end; each ended run's (key, outcome, folder, reused)."""
-        finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+    def done(self, timeout: Optional[float] = None) -> List[Tuple[Key, Outcome, Path, bool]]:
+        """Wait for at least one run to end (or ``timeout`` seconds: maybe none); each ended run's (key, outcome,
+        folder, reused)."""
+        finished, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
         out = []
         for future in finished:
             key, slot = self.running.pop(future)

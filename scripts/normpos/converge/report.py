@@ -1,0 +1,71 @@
+"""Write ``results/<dataset>/reproduce-<preset>/`` from the preset's run folders (issue 25, item 2).
+
+The table (``table.md/.tex/.csv``: test tokenized BLEU, sacreBLEU, chrF++, mean +- std over seeds, paired
+significance against Post-LN with its best warm-up, the paper's IWSLT14 column) is the project's
+``normpos.report.table``; the per-epoch valid loss and BLEU figures (Fig. 2 / Fig. 4 analogues) are
+``normpos.report.figures``, whose speed-up is asked here at the epoch where Post-LN-with-warm-up's mean valid
+BLEU peaks (Xiong et al. 2020, sec. 4: Pre-LN's epoch 9 ~ Post-LN's epoch 15). This module adds what the
+preset knows: which runs converged and which hit the epoch cap, the frontier cross-check (``crosscheck.py``),
+and the README (command, commit, machine, time). Reads files only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from normpos.experiment.convergence import CONVERGED
+from normpos.files import write_text
+from normpos.report.figures import make_figures, mean_curve
+from normpos.report.runs import FINISHED, by_config, load_runs
+from normpos.report.table import make_table
+
+from . import crosscheck
+
+
+def post_ln_peak(groups: dict, baseline: str) -> Optional[int]:
+    """The epoch at which the baseline's mean valid BLEU is highest (its first such epoch), else None."""
+    curve = mean_curve(groups[baseline], "valid_bleu", "epoch")
+    return max(curve, key=lambda p: (p[1], -p[0]))[0] if curve else None
+
+
+def ended_words(run) -> str:
+    if run.status != FINISHED:
+        return f"{run.status}: {run.reason}"
+    return run.reason if run.reason.startswith(CONVERGED) else f"**hit the maximum** ({run.epochs} epochs)"
+
+
+def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = crosscheck.DEFAULT_FRONTIER) -> dict:
+    runs = load_runs(root)
+    groups = by_config(runs)
+    table = make_table(root, out, baseline=baseline)
+    peak = post_ln_peak(groups, baseline)
+    figures = make_figures(root, out, x="epoch", at=peak)
+    pair = [s for s in figures["speedup_results"] if s["post_ln"] == baseline and s["metric"] == "valid_bleu"]
+    lines = [f"# Multi30k, trained to convergence on CPU: Xiong et al. 2020 sec. 3.2 and sec. 4 ({info['preset']})", "",
+             f"Made by `{info['make_command']}` at commit {info['commit']} on {info['machine']}, "
+             f"{info['cores']} cores, started {info['started']}: {info['minutes']:.1f} min "
+             f"({info['trained_now']} runs trained in this invocation, {info['reused']} reused); projected before "
+             f"it started: <= {info['projected_minutes']:.0f} min.", "",
+             f"Runs of `configs/experiment/{info['experiment']}.yaml` chosen by `configs/converge/{info['preset']}.yaml`: "
+             f"d {info['settings']['embed_dim']}, FFN {info['settings']['ffn_embed_dim']}, "
+             f"{info['settings']['layers']}+{info['settings']['layers']} layers, batches of "
+             f"{info['settings']['max_tokens']} tokens, at most {info['max_epoch']} epochs. Convergence: {info['rule']}. "
+             "Test scores are of `checkpoint_best.pt` (the lowest valid loss; no averaging).", "",
+             "## Test BLEU", "", f"[table.md](table.md): every configuration, with the paper's IWSLT14 BLEU beside "
+             f"it and paired significance against `{baseline}` (Post-LN with its best warm-up at sec. 4's lr).", "",
+             "## How each run ended", "", "| run | seed | epochs | ended |", "|---|---|---|---|"]
+    for config, rs in groups.items():
+        for r in rs:
+            lines.append(f"| {config} | {r.info['seed']} | {r.epochs} | {ended_words(r)} |")
+    lines += ["", "## Curves and speed-up", "", "![valid loss and BLEU per epoch](curves.png)", ""]
+    if pair and peak is not None:
+        s = pair[0]
+        reach = s["pre_ln_reaches_at"]
+        lines += [f"Post-LN with warm-up reaches its best mean valid BLEU, {s['target']:.2f}, at epoch {peak}; "
+                  + (f"Pre-LN without warm-up reaches it at epoch {reach}" if reach is not None
+                     else f"Pre-LN without warm-up does not reach it in {s['pre_ln_last']} epochs")
+                  + " (the paper, IWSLT14: epoch 9 vs 15). [speedup.json](speedup.json)", ""]
+    lines += crosscheck.section(groups, info["settings"], frontier)
+    write_text(out / "README.md", "\n".join(lines))
+    return {"table": table, "figures": figures, "readme": out / "README.md"}

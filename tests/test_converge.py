@@ -1,0 +1,122 @@
+"""The converged reproduction (issue 25): the convergence rule on built series and on fairseq's own log lines,
+the CPU preset's dry run (its plan, projection and commands), and the whole pipeline at the tiny preset, whose
+runs' endings are checked against the rule applied here, independently, to each run's metrics.jsonl."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from normpos.experiment.convergence import CONVERGED, HIT_MAX, IMPROVING, verdict
+from normpos.experiment.watch import Watcher
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def make(*args, timeout=600):
+    return subprocess.run(["make", "-s", "--no-print-directory", "reproduce-multi30k", f"PY={sys.executable}", *args],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def test_rule_converged_when_the_best_loss_gained_less_than_the_threshold_over_the_window():
+    # best after epoch 3: 6.00; after epoch 6: 5.99 -> gained 0.01 < 0.02 over the last 3 epochs
+    v = verdict([9.0, 7.0, 6.0, 6.05, 5.99, 6.01], window=3, min_gain_bits=0.02, max_epoch=30)
+    assert (v.state, v.epoch) == (CONVERGED, 6) and v.gain_bits == pytest.approx(0.01)
+
+
+def test_rule_still_improving_and_too_few_epochs():
+    assert verdict([9.0, 7.0, 6.0, 5.5, 5.2], 3, 0.02, 30).state == IMPROVING  # 7.0 -> 5.2 over 3 epochs
+    assert verdict([9.0, 9.0, 9.0], 3, 0.02, 30).state == IMPROVING  # needs window + 1 epochs to judge
+    assert verdict([9.0, 9.0, 9.0, 9.0], 0, 0.02, 30).state == IMPROVING  # window 0: the rule is off
+
+
+def test_rule_hit_the_maximum_while_improving_but_converged_wins_at_the_maximum():
+    assert verdict([9.0, 8.0, 7.0, 6.0], 3, 0.02, max_epoch=4).state == HIT_MAX
+    assert verdict([9.0, 8.0, 8.0, 8.0], 2, 0.02, max_epoch=4).state == CONVERGED
+    # a stalled run (Post-LN without warm-up) converges at its high loss
+    assert verdict([8.94, 8.93, 8.94, 8.935], 3, 0.02, 30).state == CONVERGED
+    with pytest.raises(ValueError):
+        verdict([9.0, None], 3, 0.02)
+
+
+def valid_line(epoch: int, loss: float, updates: int) -> str:
+    return (f"2026-12-07 10:00:00 | INFO | valid | {{\"epoch\": {epoch}, \"valid_loss\": \"{loss}\", "
+            f"\"valid_num_updates\": \"{updates}\"}}\n")
+
+
+def test_watcher_applies_the_rule_to_fairseqs_valid_lines_and_a_resumed_runs_earlier_epochs():
+    losses = [9.0, 7.0, 6.0, 6.01, 5.995, 5.99]
+    watcher = Watcher(1.5, {}, converge_window=3, converge_min_bits=0.02)
+    states = []
+    for e, loss in enumerate(losses, 1):
+        watcher.feed(valid_line(e, loss, 10 * e))
+        states.append(watcher.converged is not None)
+    assert states == [False, False, False, False, False, True]
+    # resumed after epoch 5: the epochs before come from metrics.jsonl, the sixth from the log
+    resumed = Watcher(1.5, dict(watcher.metrics), converge_window=3, converge_min_bits=0.02)
+    resumed.metrics.pop(60)
+    resumed.feed(valid_line(6, 5.99, 60))
+    assert resumed.converged and "after epoch 6" in resumed.converged
+
+
+def test_cpu_presets_dry_run_prints_the_plan_projection_and_one_command_per_run(tmp_path):
+    proc = make("PRESET=cpu", "DRY_RUN=1", f"RUN_ROOT={tmp_path}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    preset = yaml.safe_load((REPO / "configs/converge/cpu.yaml").read_text())
+    exp = yaml.safe_load((REPO / "configs/experiment/reproduce_cpu.yaml").read_text())
+    s3, s4, b, e = preset["sec3"], preset["sec4"], preset["budget"], exp["train"]["max_epoch"]
+    runs = len(s3["lrs"]) * len(s3["warmups"]) + len(s3["pre_ln_lrs"]) + 2 * len(s4["seeds"]) - 1
+    minutes = runs * (e * (b["updates_per_epoch"] / b["updates_per_s"] + b["valid_seconds"]) + b["run_seconds"]) / 2 / 60
+    assert minutes <= 150 == b["minutes"]
+    assert f"{runs} runs, 2 at once" in proc.stdout and f"time: <= {minutes:.0f} min" in proc.stdout
+    assert "budget 150 min: fits" in proc.stdout
+    commands = [line for line in proc.stdout.splitlines() if "normpos.fairseq_run train" in line]
+    assert len(commands) == len(set(commands)) == runs
+    assert all("--max-epoch 7" in c and "--max-tokens 4096" in c and "--encoder-embed-dim 64" in c for c in commands)
+    for lr in s3["lrs"]:
+        for w in s3["warmups"]:
+            assert sum(f"--lr {float(lr)} " in c and f"--warmup-updates {w} " in c and "post_ln" in c for c in commands) >= 1
+    pre = [c for c in commands if "normpos_iwslt_de_en_pre_ln" in c]
+    assert len(pre) == len(s4["seeds"]) + 1 and all("--lr-scheduler normpos_step_once --anneal-epoch 5" in c for c in pre)
+    assert not list(tmp_path.rglob("status.json"))
+
+
+@pytest.mark.slow
+def test_tiny_preset_trains_to_the_rule_writes_the_folder_and_reuses_its_runs(tiny_bin, tmp_path):
+    out, root = tmp_path / "out", tmp_path / "runs"
+    args = ["PRESET=tiny", f"RUN_ROOT={root}", f"REPRODUCE_ARGS=--out {out} --frontier {tmp_path / 'none'}",
+            f"ARGS=dataset.data_bin={tiny_bin} dataset.ref_dir={tiny_bin.parent / 'ref'}"]
+    proc = make(*args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"time: <= \d+ min", proc.stdout) and "[reproduce 5/5]" in proc.stdout
+    exp = yaml.safe_load((REPO / "configs/experiment/reproduce_tiny.yaml").read_text())["train"]
+    folders = sorted(p.parent for p in root.rglob("status.json"))
+    assert len(folders) == 5
+    for folder in folders:
+        status = json.loads((folder / "status.json").read_text())
+        if status["status"] != "finished":
+            continue
+        rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        losses = [r["valid_loss"] for r in sorted(rows, key=lambda r: r["num_updates"])]
+        # the rule, by hand: converged at the first epoch e > window whose best gained < min over the window
+        w, m = exp["converge_window"], exp["converge_min_bits"]
+        stop = next((e for e in range(w + 1, len(losses) + 1) if min(losses[:e - w]) - min(losses[:e]) < m), None)
+        if stop is None:
+            assert len(losses) == exp["max_epoch"] and status["reason"] == "", (folder, losses, status)
+        else:
+            assert len(losses) == stop and status["reason"].startswith("converged"), (folder, losses, status)
+        assert (folder / "score.json").is_file()
+    readme = (out / "README.md").read_text()
+    assert "make reproduce-multi30k PRESET=tiny" in readme and "## How each run ended" in readme
+    assert "make frontier PRESET=cpu SCHEMES=post_ln,pre_ln DEPTHS=1" in readme  # no frontier map given
+    for name in ("table.md", "table.csv", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    again = make(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("(reused)") == 5
