@@ -84,7 +84,8 @@ def test_tiny_sweep_trains_each_window_and_bench_decode_matches_scoring(tiny_bin
     assert bench.returncode == 0, bench.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["run"] == str(runs[None])  # the one full-attention run
-    # the record names the children's numerics (pinned: 2 threads), not this caller's OMP_NUM_THREADS=1
+    # the record names the children's numerics (pinned: the 2 threads the runs trained and scored with, ngram_demo's
+    # train.threads), not this caller's OMP_NUM_THREADS=1 or the suite's NORMPOS_NUMERICS_THREADS=1 (conftest.py)
     assert result["numerics"]["mode"] == "pinned" and result["numerics"]["settings"]["OMP_NUM_THREADS"] == "2"
     assert "pinned numerics" in result["machine"] and "OMP_NUM_THREADS=2" in result["machine"]
     full, one = result["median"]["full"], result["median"]["1"]

@@ -105,7 +105,10 @@ def decoding_settings(run: Path, fixed_length: Optional[int]) -> dict:
     options = ["-s", info["source_lang"], "-t", info["target_lang"], *score_run.generate_options(config)]
     if fixed_length:
         options += ["--min-len", str(fixed_length), "--max-len-a", "0"]
-    return {"checkpoint": checkpoint, "data_bin": info["data_bin"], "options": options}
+    mode, threads = score_run.recorded_numerics(info)  # decode as scoring did: the run's own numerics and threads
+    env = numerics.environment(numerics.with_threads(os.environ, threads), mode)
+    return {"checkpoint": checkpoint, "data_bin": info["data_bin"], "options": options, "env": env,
+            "numerics": numerics.describe(mode, env)}
 
 
 def generate_argv(settings: dict, window, device: str) -> List[str]:
@@ -120,7 +123,7 @@ def generate_argv(settings: dict, window, device: str) -> List[str]:
 
 def decode_once(settings: dict, window, device: str) -> dict:
     """One fairseq-generate run: its own speed line and BLEU line."""
-    proc = subprocess.run(generate_argv(settings, window, device), capture_output=True, text=True)
+    proc = subprocess.run(generate_argv(settings, window, device), capture_output=True, text=True, env=settings["env"])
     text = proc.stdout + proc.stderr
     said = TRANSLATED.search(text)
     if proc.returncode != 0 or said is None:
@@ -200,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BenchError as err:
         print(f"normpos: error: {err}", file=sys.stderr)
         return 2
-    cpu_numerics = numerics.describe(numerics.mode())  # what the fairseq_run children pin
+    cpu_numerics = settings["numerics"]  # what the fairseq_run children pin: the run's own
     result = {
         "command": "python -m normpos.bench_decode " + " ".join(sys.argv[1:] if argv is None else argv),
         "run": str(run), "checkpoint": str(settings["checkpoint"]),
