@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every training and decoding child of a test pins 1 CPU thread unless its config or the test sets another count
+# (normpos.numerics: the pin's default is 2). The suite's models are tiny and run on 2 workers: 2 threads each
+# only fight over the 2 cores. The golden curves pin 2 themselves (configs/experiment/golden.yaml), as committed.
+os.environ.setdefault("NORMPOS_NUMERICS_THREADS", "1")
 PLUGIN_DIR = REPO / "plugins" / "normpos_fairseq"
 SHARED_DATA = Path(os.environ.get("NORMPOS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -61,3 +66,14 @@ def tiny_bin(tmp_path_factory) -> Path:
         check=True, capture_output=True,
     )
     return root / "bin"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with the most slow tests first. `make test` hands out whole files to its 2 workers in collection
+    order (--dist loadfile); a long file collected last (alphabetically test_schemes_all.py, ~1/6 of the suite)
+    kept one worker busy alone at the end. Within a file the order is kept; files with as many slow tests keep
+    their alphabetical order."""
+    slow = {}
+    for item in items:
+        slow[item.fspath] = slow.get(item.fspath, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.fspath])  # stable: ties keep the collected order

@@ -80,7 +80,8 @@ def test_a_pinned_child_runs_avx2_kernels_on_two_threads_whatever_the_caller_say
     if numerics.host_isa() not in ("avx2", "avx512"):
         pytest.skip(f"this host's ISA is {numerics.host_isa()}: the AVX2 pin cannot hold here")
     probe = "import torch; print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())"
-    env = numerics.environment({**os.environ, **OUTSIDE_CAPS}, "pinned")
+    caller = {k: v for k, v in os.environ.items() if k != numerics.ENV_THREADS}  # the pin's own default count
+    env = numerics.environment({**caller, **OUTSIDE_CAPS}, "pinned")
     code = f"from normpos import numerics; numerics.pin_process(); {probe}"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["AVX2", "2"]
