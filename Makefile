@@ -124,7 +124,7 @@ endef
 reproduce-iwslt: $(SETUP)  ## IWSLT14: data, every IWSLT sweep of the paper, scoring, tables, figures [DRY_RUN=1]
 	$(call reproduce,iwslt14,$(IWSLT_EXPERIMENTS))
 
-schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3, Multi30k on CPU (~75 min): table, figures
+schemes-demo: $(SETUP)  ## every normalization scheme without warm-up at lr 1e-3, Multi30k on CPU (~5 min a scheme): table, figures
 	$(call reproduce,multi30k,schemes_demo)
 
 reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer base), scoring, table, figures [DRY_RUN=1]
