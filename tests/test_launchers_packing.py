@@ -69,8 +69,8 @@ def test_make_sweep_packs_two_runs_at_once_each_on_its_own_gpu(tiny_bin, tmp_pat
     assert "Joblib.Parallel(n_jobs=2" in output  # Hydra's joblib launcher says how it launched
 
     post, pre = run_dirs(root)  # <slug>_<hash>/seed-1, in slug order
-    assert [d.parent.name.rsplit("_", 1)[0] for d in (post, pre)] == ["post_ln_adam_lr-1e-3_constant_L2",
-                                                                      "pre_ln_adam_lr-1e-3_constant_L2"]
+    assert [d.parent.name.rsplit("_", 1)[0] for d in (post, pre)] == ["post_ln_adam_lr-2e-3_constant_L2",
+                                                                      "pre_ln_adam_lr-2e-3_constant_L2"]
     # job 0 (Post-LN) on GPU 0, job 1 (Pre-LN) on GPU 1: not both on the first GPU
     assert pinned == {str(post / "checkpoints"): "0", str(pre / "checkpoints"): "1"}
     assert most_at_once == 2

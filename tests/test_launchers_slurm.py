@@ -326,7 +326,7 @@ def test_make_sweep_on_slurm_trains_records_and_scores_a_2_run_grid(grid):
         # submitit's own result and Slurm's logs of the task, in the folder run.json names
         assert "Job completed successfully" in submitit_log(grid, task)
     names = [run.parent.name.rsplit("_", 1)[0] for run in (grid.runs[0], grid.runs[1])]
-    assert names == ["post_ln_adam_lr-1e-3_warmup-inverse-sqrt_wu-4_L2", "pre_ln_adam_lr-1e-3_constant_L2"]
+    assert names == ["post_ln_adam_lr-2e-3_warmup-inverse-sqrt_wu-4_L2", "pre_ln_adam_lr-2e-3_constant_L2"]
     # the job script is kept, and it is the one Slurm stored and ran (scontrol writes Slurm's copy)
     kept = grid.script.read_text()
     assert kept == slurm_out(grid.env, "scontrol", "write", "batch_script", grid.array, "-")

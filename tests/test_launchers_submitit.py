@@ -84,7 +84,7 @@ def test_submitit_sweep_trains_scores_and_resumes_after_a_preemption(tiny_bin, t
     try:
         # preempt the Pre-LN run once it has a checkpoint to resume from and is still training
         runs = tmp_path / "root" / "multi30k" / "demo"
-        preempted = wait_for(lambda: next(runs.glob("pre_ln_adam_lr-1e-3_constant_L2_*/seed-1"), None),
+        preempted = wait_for(lambda: next(runs.glob("pre_ln_adam_lr-2e-3_constant_L2_*/seed-1"), None),
                              "the Pre-LN run's folder", sweep)
         fairseq_pid, job_pid = wait_for(
             lambda: (preempted / "checkpoints" / "checkpoint_last.pt").exists() and training_process(preempted),
@@ -111,8 +111,8 @@ def test_submitit_sweep_trains_scores_and_resumes_after_a_preemption(tiny_bin, t
 
     dirs = run_dirs(tmp_path / "root")
     # run folders are <slug>_<hash of the training identity>/seed-<n>
-    assert [d.parent.name.rsplit("_", 1)[0] for d in dirs] == ["post_ln_adam_lr-1e-3_warmup-inverse-sqrt_wu-4_L2",
-                                                              "pre_ln_adam_lr-1e-3_constant_L2"]
+    assert [d.parent.name.rsplit("_", 1)[0] for d in dirs] == ["post_ln_adam_lr-2e-3_warmup-inverse-sqrt_wu-4_L2",
+                                                              "pre_ln_adam_lr-2e-3_constant_L2"]
     assert dirs[1] == preempted
     for run_dir in dirs:
         assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"

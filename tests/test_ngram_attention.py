@@ -61,6 +61,26 @@ def test_window_at_least_the_target_length_is_fairseqs_model(dict_dir, scheme):
         assert not torch.allclose(run(build(dict_dir, scheme, 2), src, lengths, prev), full, atol=1e-4)
 
 
+def test_unfused_attention_gets_the_band_alone_and_the_same_real_positions(dict_dir):
+    """fairseq's unfused attention path (a scheme that hooks the projections, hybridnorm, switches to it) takes
+    one (T, T) mask for every sentence: the band goes alone. With right padding every real position then equals
+    what the fused path gives with the combined per-sentence mask (same model, same weights); left padding is
+    refused in one line."""
+    model = build(dict_dir, "pre_ln", 2)
+    src, lengths, prev = batch()
+    prev[0, 4:] = 1  # right padding in one sentence: its positions 5, 6 have no real key in their window of 2
+    fused = run(model, src, lengths, prev)
+    for layer in model.decoder.layers:
+        layer.self_attn._set_skip_embed_dim_check()
+    unfused = run(model, src, lengths, prev)
+    real = prev.ne(1)
+    assert torch.isfinite(unfused).all()
+    assert torch.allclose(unfused[real], fused[real], atol=1e-5)
+    prev[1, :2] = 1  # left padding in another sentence
+    with pytest.raises(ValueError, match="needs right-padded targets"):
+        run(model, src, lengths, prev)
+
+
 @pytest.mark.parametrize("window, layers", [(1, 1), (2, 1), (3, 1), (2, 2)])
 def test_output_depends_on_exactly_the_tokens_in_reach(dict_dir, window, layers):
     """With L decoder layers and window N, the output at t sees target positions t - L (N-1) .. t: changing a

@@ -38,14 +38,15 @@ def test_window_reaches_the_command_only_when_set():
     assert command.config_slug(four) == command.config_slug(full) + "_ngram-4"
     assert command.config_name(four) != command.config_name(full)
     assert command.config_label(four) == command.config_label(full) + ", N-gram 4"
-    # a config without the key (every experiment before it existed) makes the same command as null
+    # a config without the key (every experiment before it existed) makes the same command as null: the
+    # experiment ngram_demo builds on, with the same run as its full-attention one
     demo = validate(compose_demo())
     assert command.config_name(demo).split("_")[-1] == command.config_name(full).split("_")[-1]
 
 
 def compose_demo():
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.1"):
-        return compose("train", overrides=["experiment=demo", "variant=preln_constant"])
+        return compose("train", overrides=["experiment=demo_d256", "variant=preln_constant"])
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])

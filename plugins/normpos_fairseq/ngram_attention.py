@@ -62,19 +62,30 @@ def band_mask(size: int, window: int, like: Tensor) -> Tensor:
 
 
 def self_attention_masks(x: Tensor, window: int, attn_mask: Optional[Tensor], padding_mask: Optional[Tensor],
-                         num_heads: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+                         num_heads: int, per_sentence: bool = True) -> Tuple[Optional[Tensor], Optional[Tensor]]:
     """The (attn_mask, key_padding_mask) for fairseq's decoder self-attention over the whole target ``x``
     (T x B x C), given fairseq's causal ``attn_mask`` and ``padding_mask`` (B x T, True = pad).
 
     Window >= T, or no causal mask (incremental step, full-context alignment): returned unchanged. Else the
     band replaces the causal mask; with padding present, padding and band become one (B * heads, T, T) mask
-    in which a query with no visible key sees itself (see the module docstring)."""
+    in which a query with no visible key sees itself (see the module docstring).
+
+    ``per_sentence`` False: the attention takes fairseq's unfused path (``skip_embed_dim_check``, set by a
+    scheme that hooks the projections, e.g. hybridnorm), which adds ``attn_mask`` as one (T, T) mask to every
+    sentence. Then the band goes alone: with fairseq's right-padded targets a real token's window holds no
+    padding, so every real position gets exactly what the combined mask gives; a padding position sees the
+    tokens before it (finite, and unused: the loss skips padding). Left padding is refused (ValueError)."""
     size = x.size(0)
     if attn_mask is None or window >= size:
         return attn_mask, padding_mask
     band = band_mask(size, window, attn_mask)
     if padding_mask is None or not padding_mask.any():
         return band, padding_mask
+    if not per_sentence:
+        pad = padding_mask.bool()
+        if (pad[:, :-1] & ~pad[:, 1:]).any():  # a pad before a real token: left (or inner) padding
+            raise ValueError("--decoder-ngram-window with unfused attention needs right-padded targets")
+        return band, None
     blocked = torch.isinf(band).unsqueeze(0) | padding_mask.bool().unsqueeze(1)  # B x T(query) x T(key)
     nothing_left = blocked.all(dim=-1)  # queries whose whole window is padding
     eye = torch.eye(size, dtype=torch.bool, device=x.device).unsqueeze(0)

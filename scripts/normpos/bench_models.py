@@ -160,7 +160,7 @@ def summarize(seconds: dict, tokens: int, memory: "Memory") -> dict:
     per_round = {ours: round_ratios(seconds, ours, ref) for ours, ref in PAIRS}
     margin = 1 - TARGET_RATIO
     return {
-        "models": {name: {"tokens_per_s": round(rate[name], 1), "round_seconds": [round(x, 4) for x in seconds[name]],
+        "models": {name: {"tokens_per_s": round(rate[name], 1), "round_seconds": [round(x, 6) for x in seconds[name]],
                           "spread": round(spread([tokens / x for x in seconds[name]]), 4), **memory.of(name)}
                    for name in seconds},
         "ratios": {ours: round(rate[ours] / rate[ref], 4) for ours, ref in PAIRS},

@@ -79,7 +79,8 @@ class NormPosDecoderLayer(_SchemeResiduals, transformer_layer.TransformerDecoder
         self._start(SUBLAYERS["decoder"] if cross else ("self_attn", "ffn"))
         if self.ngram_window is not None:
             self_attn_mask, self_attn_padding_mask = ngram_attention.self_attention_masks(
-                x, self.ngram_window, self_attn_mask, self_attn_padding_mask, self.self_attn.num_heads)
+                x, self.ngram_window, self_attn_mask, self_attn_padding_mask, self.self_attn.num_heads,
+                per_sentence=not self.self_attn.skip_embed_dim_check)
         out = super().forward(x, encoder_out, encoder_padding_mask, incremental_state, prev_self_attn_state,
                               prev_attn_state, self_attn_mask, self_attn_padding_mask, need_attn, need_head_weights)
         if self.ngram_window is not None:
