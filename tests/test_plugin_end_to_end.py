@@ -49,11 +49,20 @@ def num_updates(checkpoint: Path) -> int:
     return state["optimizer_history"][-1]["num_updates"]
 
 
+def generate_argv(bin_dir, checkpoint) -> list:
+    """fairseq-generate on the test split, beam 2 (the tool's name first, as normpos.fairseq_run takes it)."""
+    return ["generate", bin_dir, "--path", checkpoint, "--gen-subset", "test", "--beam", "2",
+            "--batch-size", "20", "--max-len-b", "20"]
+
+
 def generate(bin_dir, checkpoint) -> dict:
-    """fairseq-generate on the test split (beam 2): hypotheses and references (T- lines) in corpus order,
-    the positional scores of each hypothesis (P- lines, base 2), and the BLEU line fairseq printed."""
-    out = run_tool("generate", bin_dir, "--path", checkpoint, "--gen-subset", "test", "--beam", "2",
-                   "--batch-size", "20", "--max-len-b", "20")
+    """fairseq-generate on the test split (beam 2): see :func:`parse_generate`."""
+    return parse_generate(run_tool(*generate_argv(bin_dir, checkpoint)))
+
+
+def parse_generate(out: str) -> dict:
+    """Hypotheses and references (T- lines) in corpus order, the positional scores of each hypothesis
+    (P- lines, base 2), and the BLEU line fairseq printed, from fairseq-generate's output."""
     hyps = {int(m.group(1)): m.group(2) for m in re.finditer(r"^H-(\d+)\t\S+\t(.*)$", out, re.M)}
     refs = {int(m.group(1)): m.group(2) for m in re.finditer(r"^T-(\d+)\t(.*)$", out, re.M)}
     positional = {int(m.group(1)): [float(x) for x in m.group(2).split()]

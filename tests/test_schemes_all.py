@@ -12,7 +12,8 @@ import torch
 
 from normpos.fairseq_build import build_task_and_model
 from normpos_fairseq.schemes import scheme_names
-from test_plugin_end_to_end import generate, run_tool
+from normpos.fairseq_batch import run_batch
+from test_plugin_end_to_end import generate_argv, parse_generate
 
 DEEP_TINY = [
     "--encoder-layers", "12", "--decoder-layers", "12", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
@@ -46,22 +47,43 @@ def test_gradients_are_finite_at_depth_12(tiny_bin, scheme, tmp_path):
     assert model.decoder.embed_tokens.weight.grad.abs().sum() > 0
 
 
+def train_argv(tiny_bin, save):
+    return ["train", tiny_bin, "--arch", None, *DEEP_TINY, *CRITERION,
+            "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
+            "--lr-scheduler", "normpos_warmup_inverse_sqrt", "--warmup-updates", "2",
+            "--max-tokens", "800", "--max-update", "3", "--save-dir", save, "--seed", "1", "--no-epoch-checkpoints",
+            "--no-progress-bar", "--log-interval", "1", "--num-workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def trained_and_decoded(tiny_bin, tmp_path_factory):
+    """Every scheme trained by fairseq-train (3 updates at depth 12) and its last checkpoint decoded by
+    fairseq-generate, the 42 command lines in one process (normpos.fairseq_batch): scheme -> (train exit code,
+    train log, generate exit code, generate output, checkpoint)."""
+    root = tmp_path_factory.mktemp("schemes-depth-12")
+    commands, checkpoints = [], {}
+    for scheme in scheme_names():
+        save = root / scheme / "ckpt"
+        argv = train_argv(tiny_bin, save)
+        argv[argv.index(None)] = f"normpos_iwslt_de_en_{scheme}"
+        checkpoints[scheme] = save / "checkpoint_last.pt"
+        commands += [argv, generate_argv(tiny_bin, checkpoints[scheme])]
+    results = run_batch(commands, root / "commands")
+    return {scheme: (*results[2 * i], *results[2 * i + 1], checkpoints[scheme])
+            for i, scheme in enumerate(scheme_names())}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", scheme_names())
-def test_trains_saves_and_decodes_at_depth_12(tiny_bin, tmp_path, scheme):
-    save = tmp_path / "ckpt"
-    log = run_tool(
-        "train", tiny_bin, "--arch", f"normpos_iwslt_de_en_{scheme}", *DEEP_TINY, *CRITERION,
-        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
-        "--lr-scheduler", "normpos_warmup_inverse_sqrt", "--warmup-updates", "2",
-        "--max-tokens", "800", "--max-update", "3", "--save-dir", save, "--seed", "1", "--no-epoch-checkpoints",
-        "--no-progress-bar", "--log-interval", "1", "--num-workers", "0",
-    )
+def test_trains_saves_and_decodes_at_depth_12(trained_and_decoded, scheme):
+    train_code, log, generate_code, out, checkpoint = trained_and_decoded[scheme]
+    assert train_code == 0, log[-3000:]
     losses = [float(x) for x in re.findall(r"train_inner:.* loss=([^,]+),", log)]
     assert len(losses) >= 3 and all(math.isfinite(x) for x in losses), log[-2000:]
-    assert (save / "checkpoint_last.pt").is_file()
-    decoded = generate(tiny_bin, save / "checkpoint_last.pt")  # fairseq-generate rebuilds the model, beam 2
-    forced = teacher_forced_scores(save / "checkpoint_last.pt", decoded["hyps"])
+    assert checkpoint.is_file()
+    assert generate_code == 0, out[-3000:]
+    decoded = parse_generate(out)  # fairseq-generate rebuilt the model from the checkpoint, beam 2
+    forced = teacher_forced_scores(checkpoint, decoded["hyps"])
     for by_beam_search, by_forward in zip(decoded["positional"], forced):
         # fairseq prints positional scores with 4 decimals (base 2)
         assert by_beam_search == pytest.approx(by_forward, abs=6e-4)

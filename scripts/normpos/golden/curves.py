@@ -102,10 +102,43 @@ def run_train(case: Case, data_bin: Path, workdir: Path, extra: Sequence[str] = 
         records = train_records(cfg, workdir, env)
     except GoldenError as err:
         raise GoldenError(f"golden case {case.name}: {err}") from None
+    return train_record(case, cfg, data_bin, workdir, records)
+
+
+def train_record(case: Case, cfg: ExperimentCfg, data_bin: Path, workdir: Path, records: List[dict]) -> dict:
     return {"case": case.name, "overrides": list(case.overrides),
             "command": portable_command(command.train_argv(cfg, workdir), data_bin, workdir),
             "curve": [{key: str(raw.get(key)) for key in TRAIN_KEYS} for raw in records],
             "weights_sha256": weights_sha256(workdir / "checkpoints" / "checkpoint_last.pt")}
+
+
+def run_trains_in_one_process(cases: Sequence[Case], data_bin: Path, workdir: Path) -> dict:
+    """The records of the one-process training cases among ``cases`` (data-parallel ones start their own ranks:
+    :func:`run_train`), their fairseq-train command lines run one after another by one child process
+    (normpos.fairseq_batch) instead of one process each: the same commands, in the environment the runner gives
+    each case (refused unless every case's is the same), and a process start-up (~4 s) saved per case. Each
+    record is what :func:`run_train` gives for the case."""
+    from normpos.fairseq_batch import run_batch
+
+    configs = {case.name: config(case, data_bin) for case in cases}
+    cases = [case for case in cases if command.local_processes(configs[case.name]) == 1]
+    cfgs = {case.name: configs[case.name] for case in cases}
+    env = run_one.child_env(cfgs[cases[0].name], 0)
+    for name, cfg in cfgs.items():
+        if run_one.child_env(cfg, 0) != env:
+            raise GoldenError(f"golden case {name} needs another environment than {cases[0].name}")
+    argvs = {name: command.train_argv(cfg, workdir / name) for name, cfg in cfgs.items()}
+    # each command from its tool's name on: after "python -m normpos.fairseq_run"
+    results = run_batch([argv[argv.index("train"):] for argv in argvs.values()], workdir / "commands", env)
+    out = {}
+    for case, (code, log) in zip(cases, results):
+        if code != 0:
+            tail = [line for line in log.splitlines() if line.strip()][-3:]
+            raise GoldenError(f"golden case {case.name}: fairseq-train exited {code}: {' / '.join(tail)}")
+        records = [json.loads(m.group(2)) for m in map(LINE.search, log.splitlines())
+                   if m and m.group(1) == "train_inner"]
+        out[case.name] = train_record(case, cfgs[case.name], data_bin, workdir / case.name, records)
+    return out
 
 
 def run_schedule(case: Case, data_bin: Path) -> dict:
