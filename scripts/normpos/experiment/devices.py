@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Tuple
 
@@ -167,8 +168,13 @@ def _compose(overrides: Sequence[str]):
 
     single = [o.input_line for o in OverridesParser.create().parse_overrides(list(overrides))
               if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("train", overrides=single, return_hydra_config=True)
+    # version_base 1.1: Hydra's version base is process-wide, and fairseq (building a model later in the same
+    # process, e.g. a test) still calls hydra.experimental.initialize, which versions >= 1.2 refuse; our configs
+    # compose the same under both (the config and the launcher choices were compared)
+    with warnings.catch_warnings():  # Hydra's note that base 1.1 goes in Hydra 1.4 would end up in our one-liners
+        warnings.filterwarnings("ignore", message=r"(?s).*version_base")
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.1"):
+            return compose("train", overrides=single, return_hydra_config=True)
 
 
 def launcher_args(overrides: Sequence[str], requested: Optional[str], folder: Path) -> Tuple[List[str], str]:

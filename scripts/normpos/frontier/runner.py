@@ -21,6 +21,7 @@ import io
 import os
 import statistics
 import sys
+import warnings
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -44,8 +45,13 @@ def compose_base(experiment: str, overrides: List[str]):
     """The preset's experiment composed by Hydra as the sweep app composes it, with the user's overrides."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={experiment}", *overrides])
+    # version_base 1.1: Hydra's version base is process-wide, and fairseq (building a model later in the same
+    # process, e.g. a test) still calls hydra.experimental.initialize, which versions >= 1.2 refuse; our configs
+    # compose the same under both (the config and the launcher choices were compared)
+    with warnings.catch_warnings():  # Hydra's note that base 1.1 goes in Hydra 1.4 would end up in our one-liners
+        warnings.filterwarnings("ignore", message=r"(?s).*version_base")
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.1"):
+            return compose("train", overrides=[f"experiment={experiment}", *overrides])
 
 
 def run_config(base, key: Key) -> ExperimentCfg:
