@@ -47,8 +47,8 @@ def test_gradients_are_finite_at_depth_12(tiny_bin, scheme, tmp_path):
     assert model.decoder.embed_tokens.weight.grad.abs().sum() > 0
 
 
-def train_argv(tiny_bin, save):
-    return ["train", tiny_bin, "--arch", None, *DEEP_TINY, *CRITERION,
+def train_argv(tiny_bin, scheme, save):
+    return ["train", tiny_bin, "--arch", f"normpos_iwslt_de_en_{scheme}", *DEEP_TINY, *CRITERION,
             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
             "--lr-scheduler", "normpos_warmup_inverse_sqrt", "--warmup-updates", "2",
             "--max-tokens", "800", "--max-update", "3", "--save-dir", save, "--seed", "1", "--no-epoch-checkpoints",
@@ -64,10 +64,8 @@ def trained_and_decoded(tiny_bin, tmp_path_factory):
     commands, checkpoints = [], {}
     for scheme in scheme_names():
         save = root / scheme / "ckpt"
-        argv = train_argv(tiny_bin, save)
-        argv[argv.index(None)] = f"normpos_iwslt_de_en_{scheme}"
         checkpoints[scheme] = save / "checkpoint_last.pt"
-        commands += [argv, generate_argv(tiny_bin, checkpoints[scheme])]
+        commands += [train_argv(tiny_bin, scheme, save), generate_argv(tiny_bin, checkpoints[scheme])]
     results = run_batch(commands, root / "commands")
     return {scheme: (*results[2 * i], *results[2 * i + 1], checkpoints[scheme])
             for i, scheme in enumerate(scheme_names())}
