@@ -105,10 +105,9 @@ def decoding_settings(run: Path, fixed_length: Optional[int]) -> dict:
     options = ["-s", info["source_lang"], "-t", info["target_lang"], *score_run.generate_options(config)]
     if fixed_length:
         options += ["--min-len", str(fixed_length), "--max-len-a", "0"]
-    mode, threads = score_run.recorded_numerics(info)  # decode as scoring did: the run's own numerics and threads
-    env = numerics.environment(numerics.with_threads(os.environ, threads), mode)
+    env = score_run.decoding_env(info)  # decode as scoring did: the run's own numerics and threads
     return {"checkpoint": checkpoint, "data_bin": info["data_bin"], "options": options, "env": env,
-            "numerics": numerics.describe(mode, env)}
+            "numerics": numerics.describe(score_run.recorded_numerics(info)[0], env)}
 
 
 def generate_argv(settings: dict, window, device: str) -> List[str]:

@@ -35,7 +35,6 @@ import sys
 import tempfile
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
-from typing import Optional
 
 from normpos import numerics
 from normpos.data.textfiles import hash_file, read_lines
@@ -174,17 +173,21 @@ def recorded_numerics(run: dict) -> tuple:
     return record.get("mode", "pinned"), int(threads) if threads else None
 
 
-def decode(data_bin: Path, checkpoint: Path, config: dict, workdir: Path, numerics_mode: str = "pinned",
-           threads: Optional[int] = None) -> tuple:
+def decoding_env(run: dict) -> dict:
+    """fairseq-generate's environment for a run (its run.json): the CPU numerics and threads it trained with, so
+    that scoring and the decoding benchmark decode the same floats."""
+    mode, threads = recorded_numerics(run)
+    return numerics.environment(numerics.with_threads(os.environ, threads), mode)
+
+
+def decode(data_bin: Path, checkpoint: Path, config: dict, workdir: Path, env: dict) -> tuple:
     """fairseq-generate on the test split. Returns the hypotheses and references (fairseq's T- lines) in
     corpus order, tokenized and subword-removed; the BLEU line fairseq printed (the cross-check of our
     tokenized BLEU); and the decoding options, for the record."""
     args = generate_options(config)
     cmd = [sys.executable, "-m", "normpos.fairseq_run", "generate", str(data_bin), "--path", str(checkpoint),
            *args, "--results-path", str(workdir)]
-    # decoded with the CPU numerics the run trained with (normpos.numerics; run.json "numerics"), threads included
-    env = numerics.environment(numerics.with_threads(os.environ, threads), numerics_mode)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)  # decoding_env: the run's numerics
     if proc.returncode != 0:
         tail = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["(no message)"]
         raise ScoringError(f"fairseq-generate failed on {checkpoint.name}: {tail[0]}")
@@ -322,8 +325,7 @@ def score_run(run_dir: Path, force: bool = False) -> tuple:
                 checkpoint = average_checkpoints(ckpts, workdir / "averaged.pt")
             except (ValueError, FileNotFoundError) as err:
                 raise ScoringError(f"averaging {len(ckpts)} checkpoints failed: {err}") from None
-        hyps, tok_refs, fairseq_said, args = decode(data_bin, checkpoint, config, workdir,
-                                                    *recorded_numerics(run))
+        hyps, tok_refs, fairseq_said, args = decode(data_bin, checkpoint, config, workdir, decoding_env(run))
 
     path_label = str(ckpts[0]) if len(ckpts) == 1 else f"<average of {', '.join(str(p) for p in ckpts)}>"
     record = {
