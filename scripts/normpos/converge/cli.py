@@ -123,6 +123,9 @@ def train(args, preset, base, cfg, out: Path) -> int:
     from normpos.report.runs import ReportError
     from normpos_fairseq.architectures.transformer_normpos import SHAPES
 
+    # the plugin's first import (just above) sets fairseq's DEBUG root level again: matplotlib's import (by the
+    # report) would print its DEBUG lines between the plan and the progress
+    logging.getLogger().setLevel(logging.WARNING)
     from . import report
     from .runner import best_loss, run_all
 
