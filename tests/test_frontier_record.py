@@ -127,3 +127,21 @@ def test_the_committed_cpu_map_is_reused_whole_and_added_lrs_continue_only_the_c
             assert asked == [], (col, asked)
         else:  # the first seed climbs on from the record's top, one lr at a time
             assert [k.lr for k in asked] == [col.lrs[len(ran)]], (col, asked)
+
+
+def test_a_depth_added_for_some_schemes_is_not_measured_for_the_others_not_none_trains():
+    """`make frontier SCHEMES=post_ln DEPTHS=6` on a map of depths 2 and 4: the other schemes' L6 column has no
+    runs, which the table must not read as "no lr trains" (nor count among such columns)."""
+    from normpos.frontier.report import frontier_table, frontiers_of
+
+    lrs = [1e-3, 2e-3, 4e-3]
+    plan = {"lrs": lrs, "depths": [2, 4, 6], "schemes": ["post_ln", "pre_ln"], "seeds": [1], "skip_after": 2}
+    outcome = {("post_ln", 6): ["stalls", "stalls"]}  # measured at L6: nothing trains
+    rows = [{"scheme": s, "depth": d, "warmup": 1, "lr": lr, "seed": 1, "outcome": kind}
+            for s in plan["schemes"] for d in plan["depths"] if (s, d) != ("pre_ln", 6)
+            for lr, kind in zip(lrs, outcome.get((s, d), ["trains", "trains", "stalls"]))]
+    fronts = frontiers_of(rows, plan)
+    assert ("pre_ln", 6) not in fronts and fronts[("post_ln", 6)].below_grid
+    table = frontier_table(fronts, {s: (None, []) for s in plan["schemes"]}, plan)
+    post, pre = (next(line for line in table if line.startswith(f"| `{s}`")) for s in plan["schemes"])
+    assert post.split(" | ")[3] == "none (< 1e-3)" and pre.split(" | ")[3] == "not measured"

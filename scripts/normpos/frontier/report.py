@@ -82,8 +82,10 @@ def frontiers_of(rows: List[dict], plan: dict) -> Dict[tuple, Frontier]:
     for r in rows:
         if r["warmup"] == 1 and r["outcome"] != NOT_RUN:
             cells.setdefault((r["scheme"], r["depth"]), {}).setdefault(lrs.index(r["lr"]), {})[r["seed"]] = r["outcome"]
-    return {(s, d): column_frontier(lrs, cells.get((s, d), {}), first, plan["skip_after"])
-            for s in plan["schemes"] for d in plan["depths"]}
+    # a column nobody measured (a depth added for some schemes only: SCHEMES=post_ln,pre_ln DEPTHS=6) has no
+    # frontier, which is not the same as "none trains": it is left out, and the table says "not measured"
+    return {(s, d): column_frontier(lrs, cells[(s, d)], first, plan["skip_after"])
+            for s in plan["schemes"] for d in plan["depths"] if (s, d) in cells}
 
 
 def column_map(rows: List[dict], plan: dict, depth: int) -> List[str]:
@@ -93,8 +95,9 @@ def column_map(rows: List[dict], plan: dict, depth: int) -> List[str]:
     for r in rows:
         if r["warmup"] == 1 and r["depth"] == depth and r["outcome"] != NOT_RUN:
             by.setdefault((r["scheme"], r["lr"]), []).append((r["seed"], LETTER.get(r["outcome"], "?")))
+    measured = {s for s, _ in by}  # schemes never run at this depth get no row
     body = [[f"`{s}`"] + [" ".join(letter for _, letter in sorted(by.get((s, lr), []))) or LETTER[NOT_RUN]
-                          for lr in lrs] for s in plan["schemes"]]
+                          for lr in lrs] for s in plan["schemes"] if s in measured]
     return markdown_table(["scheme"] + [lr_words(x) for x in lrs], body)
 
 
@@ -138,7 +141,7 @@ def write(out: Path) -> dict:
     rows = load_runs(out)
     lrs, depths, schemes = plan["lrs"], plan["depths"], plan["schemes"]
     fronts = frontiers_of(rows, plan)
-    slopes = {s: slope([(d, fronts[(s, d)]) for d in depths]) for s in schemes}
+    slopes = {s: slope([(d, fronts.get((s, d))) for d in depths]) for s in schemes}
     frontier_slopes = {s: v for s, (v, _) in slopes.items()}
     link = theory_link.compare(Path(plan["theory_folder"]), frontier_slopes)
     maps = warmup_maps(rows, plan)
@@ -185,9 +188,11 @@ def frontier_table(fronts: Dict[tuple, Frontier], slopes: dict, plan: dict) -> L
     body = []
     for s in plan["schemes"]:
         value, used = slopes[s]
-        cells = [f"`{s}`"] + [frontier_words(fronts[(s, d)], lrs) for d in depths]
+        cells = [f"`{s}`"] + [frontier_words(fronts[(s, d)], lrs) if (s, d) in fronts else "not measured"
+                              for d in depths]
         cells.append("–" if value is None else f"{signed(value)} (L {', '.join(map(str, used))})")
-        remarks = [f"L{d}: " + "; ".join(notes(fronts[(s, d)])) for d in depths if notes(fronts[(s, d)])]
+        remarks = [f"L{d}: " + "; ".join(notes(fronts[(s, d)])) for d in depths
+                   if (s, d) in fronts and notes(fronts[(s, d)])]
         body.append(cells + ["<br>".join(remarks)])
     return markdown_table(["scheme"] + [f"lr* at L = {d}" for d in depths] + ["slope of log lr* vs log L", "notes"], body)
 
@@ -294,7 +299,7 @@ def readme(plan, rows, fronts, slopes, link, maps, fig1, fig2) -> str:
         "",
         *frontier_table(fronts, slopes, plan),
         "",
-        f"{at_top} of {len(fronts)} columns have lr* at the top of the grid and {below} have none that trains.",
+        f"{at_top} of the {len(fronts)} measured columns have lr* at the top of the grid and {below} have none that trains.",
         "",
         *comparison_section(link),
     ]
