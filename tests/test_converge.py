@@ -78,12 +78,14 @@ def test_cpu_presets_dry_run_prints_the_plan_projection_and_one_command_per_run(
     assert "budget 150 min: fits" in proc.stdout
     commands = [line for line in proc.stdout.splitlines() if "normpos.fairseq_run train" in line]
     assert len(commands) == len(set(commands)) == runs
-    assert all("--max-epoch 7" in c and "--max-tokens 4096" in c and "--encoder-embed-dim 64" in c for c in commands)
+    tokens, anneal = exp["train"]["max_tokens"], exp["schedule"]["anneal_epoch"]
+    assert all(f"--max-epoch {e} " in c and f"--max-tokens {tokens} " in c and "--encoder-embed-dim 64" in c
+               for c in commands)
     for lr in s3["lrs"]:
         for w in s3["warmups"]:
             assert sum(f"--lr {float(lr)} " in c and f"--warmup-updates {w} " in c and "post_ln" in c for c in commands) >= 1
     pre = [c for c in commands if "normpos_iwslt_de_en_pre_ln" in c]
-    assert len(pre) == len(s4["seeds"]) + 1 and all("--lr-scheduler normpos_step_once --anneal-epoch 5" in c for c in pre)
+    assert len(pre) == len(s4["seeds"]) + 1 and all(f"--lr-scheduler normpos_step_once --anneal-epoch {anneal} " in c for c in pre)
     assert not list(tmp_path.rglob("status.json"))
 
 
