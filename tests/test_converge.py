@@ -2,6 +2,7 @@
 the CPU preset's dry run (its plan, projection and commands), and the whole pipeline at the tiny preset, whose
 runs' endings are checked against the rule applied here, independently, to each run's metrics.jsonl."""
 
+import csv
 import json
 import os
 import re
@@ -117,8 +118,30 @@ def test_tiny_preset_trains_to_the_rule_writes_the_folder_and_reuses_its_runs(ti
     readme = (out / "README.md").read_text()
     assert "make reproduce-multi30k PRESET=tiny" in readme and "## How each run ended" in readme
     assert "make frontier PRESET=cpu SCHEMES=post_ln,pre_ln DEPTHS=1" in readme  # no frontier map given
+    # the comparison with the paper quotes table.csv's sacreBLEU means, and its verdict follows them
+    with open(out / "table.csv", newline="") as f:
+        bleu = {row["config"]: float(row["sacrebleu_mean"]) for row in csv.DictReader(f) if row["sacrebleu_mean"]}
+    none = next(v for k, v in bleu.items() if k.startswith("post_ln") and "_wu-1_" in k)
+    warm = next(v for k, v in bleu.items() if k.startswith("post_ln") and "_wu-2_" in k)
+    line = next(x for x in readme.splitlines() if x.startswith("- **Post-LN without warm-up ends below"))
+    assert f"{none:.2f} without against {warm:.2f} with W 2" in line
+    assert f"**{'agrees' if warm > none else 'disagrees'}**" in line
+    assert "- **Pre-LN without warm-up reaches Post-LN with warm-up**" in readme
     for name in ("table.md", "table.csv", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     again = make(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("(reused)") == 5
+
+
+def test_the_cross_check_says_whether_the_100_update_verdict_orders_the_finished_runs():
+    from normpos.converge.crosscheck import verdict as orders
+
+    def cell(kind, bleu):
+        return {"frontier": kind, "test_bleu": bleu}
+
+    held = orders([cell("trains", 30.1), cell("trains", 28.0), cell("stalls", 12.5), cell("stalls", None)])
+    assert held.startswith("**The 100-update verdict orders") and ">= 28.00" in held and "<= 12.50" in held
+    broken = orders([cell("trains", 30.1), cell("stalls", 31.0)])  # a stalled start that recovered
+    assert "does not order" in broken and "<= 31.00" in broken
+    assert "no ordering to check" in orders([cell("trains", 30.1), cell("trains", 29.0)])

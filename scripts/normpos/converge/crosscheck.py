@@ -65,12 +65,13 @@ def section(groups: dict, settings: dict, frontier: Path = DEFAULT_FRONTIER) -> 
                        f"d {settings['embed_dim']} / FFN {settings['ffn_embed_dim']} and lr without warm-up: the "
                        f"frontier must first be run there, e.g. `make frontier PRESET=cpu SCHEMES=post_ln,pre_ln "
                        f"DEPTHS={settings['layers']}`.", ""]
+    ratio = settings["max_tokens"] / found[0]["frontier_tokens"]
+    batch = "the frontier's batch size" if ratio == 1 else f"{ratio:g}x the frontier's"
     lines = head + [
         f"The frontier's verdict after {found[0]['frontier_updates']} updates of {found[0]['frontier_tokens']} tokens "
-        f"at a constant lr, beside the converged runs (batches of {settings['max_tokens']} tokens: "
-        f"{settings['max_tokens'] // found[0]['frontier_tokens']}x the frontier's). Post-LN without warm-up here "
-        "decays as lr/sqrt(update) from update 1 (fairseq's inverse_sqrt with W = 1, the paper's reading); Pre-LN "
-        "keeps its lr constant up to its step.", "",
+        f"at a constant lr, beside the converged runs (batches of {settings['max_tokens']} tokens: {batch}). "
+        "Post-LN without warm-up here decays as lr/sqrt(update) from update 1 (fairseq's inverse_sqrt with W = 1, "
+        "the paper's reading); Pre-LN keeps its lr constant up to its step.", "",
         "| configuration | frontier seed | frontier (valid nll) | converged runs finished | best valid loss | test BLEU (tok.) |",
         "|---|---|---|---|---|---|"]
     for r in found:
@@ -78,4 +79,19 @@ def section(groups: dict, settings: dict, frontier: Path = DEFAULT_FRONTIER) -> 
         bleu = f"{r['test_bleu']:.2f} ({r['scored']} scored)" if r["test_bleu"] is not None else "-"
         lines.append(f"| {r['label']} | {r['frontier_seed']} | {r['frontier']} ({r['frontier_valid_nll']}) | "
                      f"{r['finished']}/{r['runs']} | {loss} | {bleu} |")
-    return lines + [""]
+    return lines + ["", verdict(found), ""]
+
+
+def verdict(found: List[dict]) -> str:
+    """Does the 100-update verdict order the finished runs? Every cell it calls "trains" should end with a
+    higher test BLEU than every cell it calls "stalls" (a ranking, so no BLEU threshold is chosen here)."""
+    bleu = {kind: [r["test_bleu"] for r in found if r["frontier"] == kind and r["test_bleu"] is not None]
+            for kind in ("trains", "stalls")}
+    if not bleu["trains"] or not bleu["stalls"]:
+        return ("Only one verdict among these cells (" + ", ".join(k for k, v in bleu.items() if v) + "): no "
+                "ordering to check.")
+    low, high = min(bleu["trains"]), max(bleu["stalls"])
+    holds = low > high
+    return (f"**The 100-update verdict {'orders' if holds else 'does not order'} the finished runs**: the cells it "
+            f"calls trains end at test BLEU >= {low:.2f}, those it calls stalls at <= {high:.2f}"
+            + ("." if holds else " (a stalled start that recovered, or a trained start that fell behind)."))

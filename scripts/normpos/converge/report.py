@@ -6,7 +6,7 @@ significance against Post-LN with its best warm-up, the paper's IWSLT14 column) 
 ``normpos.report.figures``, whose speed-up is asked here at the epoch where Post-LN-with-warm-up's mean valid
 BLEU peaks (Xiong et al. 2020, sec. 4: Pre-LN's epoch 9 ~ Post-LN's epoch 15). This module adds what the
 preset knows: which runs converged and which hit the epoch cap, the frontier cross-check (``crosscheck.py``),
-and the README (command, commit, machine, time). Reads files only.
+what agrees with the paper (``paper.py``), and the README (command, commit, machine, time). Reads files only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from normpos.report.figures import make_figures, mean_curve
 from normpos.report.runs import FINISHED, by_config, load_runs
 from normpos.report.table import make_table
 
-from . import crosscheck
+from . import crosscheck, paper
 
 
 def post_ln_peak(groups: dict, baseline: str) -> Optional[int]:
@@ -54,6 +54,7 @@ def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = cro
              "Test scores are of `checkpoint_best.pt` (the lowest valid loss; no averaging).", "",
              "## Test BLEU", "", f"[table.md](table.md): every configuration, with the paper's IWSLT14 BLEU beside "
              f"it and paired significance against `{baseline}` (Post-LN with its best warm-up at sec. 4's lr).", "",
+             *paper.section(groups, paper.table_rows(out), baseline, pair[0] if pair else None),
              "## How each run ended", "", "| run | seed | epochs | ended |", "|---|---|---|---|"]
     for config, rs in groups.items():
         for r in rs:
