@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,10 @@ def test_tiny_preset_trains_to_the_rule_writes_the_folder_and_reuses_its_runs(ti
         assert (folder / "score.json").is_file()
     readme = (out / "README.md").read_text()
     assert "make reproduce-multi30k PRESET=tiny" in readme and "## How each run ended" in readme
+    # the time the runs took comes from their own records, so a re-render by a later invocation keeps it
+    span = re.search(r"The runs trained from \S+ \S+ to their last end ([0-9.]+) min later, at commit (\w+)", readme)
+    assert span and 0 < float(span.group(1)) < 30 and span.group(2) == json.loads(
+        (folders[0] / "run.json").read_text())["commit"][:7]
     assert "make frontier PRESET=cpu SCHEMES=post_ln,pre_ln DEPTHS=1" in readme  # no frontier map given
     # the comparison with the paper quotes table.csv's sacreBLEU means, and its verdict follows them
     with open(out / "table.csv", newline="") as f:
@@ -129,9 +134,17 @@ def test_tiny_preset_trains_to_the_rule_writes_the_folder_and_reuses_its_runs(ti
     assert "- **Pre-LN without warm-up reaches Post-LN with warm-up**" in readme
     for name in ("table.md", "table.csv", "curves.png"):
         assert (out / name).stat().st_size > 0, name
+    # a run of another plan below the same run root (an earlier batch size's): left out of the table, and named
+    stray = folders[0].parent.parent / "stray_L1_00000000" / "seed-1"
+    shutil.copytree(folders[0], stray)
+    info = json.loads((stray / "run.json").read_text())
+    (stray / "run.json").write_text(json.dumps({**info, "config": "stray_L1_00000000"}))
     again = make(*args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("(reused)") == 5
+    assert "stray" not in (out / "table.csv").read_text()
+    assert "Left out: runs below the run root" in (out / "README.md").read_text() and "`stray_L1_00000000`" in \
+        (out / "README.md").read_text()
 
 
 def test_the_cross_check_says_whether_the_100_update_verdict_orders_the_finished_runs():

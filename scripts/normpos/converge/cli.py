@@ -152,7 +152,8 @@ def train(args, preset, base, cfg, out: Path) -> int:
             "rule": rule_words(cfg), "settings": s}
     root = Path(args.run_root) / cfg.dataset.name / cfg.experiment
     try:
-        made = report.write(root, out, baseline, info, args.frontier)
+        planned = {Path(d).resolve() for _, d in ended.values()}
+        made = report.write(root, out, baseline, info, args.frontier, planned)
     except (ReportError, KeyError, ValueError) as err:
         return fail(f"{out}: {err}")
     print(f"reproduce: wrote {made['readme']}, {out}/table.md, curves.png", flush=True)

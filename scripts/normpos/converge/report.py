@@ -11,6 +11,8 @@ what agrees with the paper (``paper.py``), and the README (command, commit, mach
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -29,24 +31,53 @@ def post_ln_peak(groups: dict, baseline: str) -> Optional[int]:
     return max(curve, key=lambda p: (p[1], -p[0]))[0] if curve else None
 
 
+def training_span(runs) -> Optional[dict]:
+    """When the preset's runs trained, from their own records, whichever invocations trained them: the first
+    start (the earliest command header of a train.log: ``# YYYY-mm-dd HH:MM:SS ...``), the last end (the latest
+    status.json), the minutes between (gaps between invocations included), and the commits they trained at."""
+    starts, ends = [], []
+    for r in runs:
+        log, status = r.path / "train.log", r.path / "status.json"
+        if log.is_file():
+            found = re.search(r"^# (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ", log.read_text(encoding="utf-8"), re.M)
+            if found:
+                starts.append(time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")))
+        if status.is_file():
+            ends.append(status.stat().st_mtime)
+    if not starts or not ends:
+        return None
+    return {"start": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(min(starts))),
+            "minutes": (max(ends) - min(starts)) / 60,
+            "commits": sorted({str(r.info.get("commit", "?"))[:7] for r in runs})}
+
+
 def ended_words(run) -> str:
     if run.status != FINISHED:
         return f"{run.status}: {run.reason}"
     return run.reason if run.reason.startswith(CONVERGED) else f"**hit the maximum** ({run.epochs} epochs)"
 
 
-def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = crosscheck.DEFAULT_FRONTIER) -> dict:
-    runs = load_runs(root)
+def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = crosscheck.DEFAULT_FRONTIER,
+          planned: Optional[set] = None) -> dict:
+    """``planned``: the run folders of this preset's plan; other runs below ``root`` (an earlier preset's, another
+    batch size's) are left out of every table and figure, and named."""
+    every = load_runs(root)
+    runs = [r for r in every if planned is None or r.path.resolve() in planned]
+    stray = sorted({r.info["config"] for r in every} - {r.info["config"] for r in runs})
     groups = by_config(runs)
-    table = make_table(root, out, baseline=baseline)
+    table = make_table(root, out, baseline=baseline, runs=runs)
     peak = post_ln_peak(groups, baseline)
-    figures = make_figures(root, out, x="epoch", at=peak)
+    figures = make_figures(root, out, x="epoch", at=peak, runs=runs)
     pair = [s for s in figures["speedup_results"] if s["post_ln"] == baseline and s["metric"] == "valid_bleu"]
+    span = training_span(runs)
     lines = [f"# Multi30k, trained to convergence on CPU: Xiong et al. 2020 sec. 3.2 and sec. 4 ({info['preset']})", "",
              f"Made by `{info['make_command']}` at commit {info['commit']} on {info['machine']}, "
              f"{info['cores']} cores, started {info['started']}: {info['minutes']:.1f} min "
              f"({info['trained_now']} runs trained in this invocation, {info['reused']} reused); projected before "
-             f"it started: <= {info['projected_minutes']:.0f} min.", "",
+             f"it started: <= {info['projected_minutes']:.0f} min."
+             + (f" The runs trained from {span['start']} to their last end {span['minutes']:.1f} min later, at "
+                f"commit {', '.join(span['commits'])} (from their train.log and status.json, over every invocation "
+                "that trained them)." if span else ""), "",
              f"Runs of `configs/experiment/{info['experiment']}.yaml` chosen by `configs/converge/{info['preset']}.yaml`: "
              f"d {info['settings']['embed_dim']}, FFN {info['settings']['ffn_embed_dim']}, "
              f"{info['settings']['layers']}+{info['settings']['layers']} layers, batches of "
@@ -68,5 +99,8 @@ def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = cro
                      else f"Pre-LN without warm-up does not reach it in {s['pre_ln_last']} epochs")
                   + " (the paper, IWSLT14: epoch 9 vs 15). [speedup.json](speedup.json)", ""]
     lines += crosscheck.section(groups, info["settings"], frontier)
+    if stray:
+        lines += ["Left out: runs below the run root that this preset's plan does not hold (another preset's, or "
+                  "an earlier version of this one): " + ", ".join(f"`{c}`" for c in stray) + ".", ""]
     write_text(out / "README.md", "\n".join(lines))
     return {"table": table, "figures": figures, "readme": out / "README.md"}

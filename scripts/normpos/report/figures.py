@@ -192,10 +192,10 @@ def speedup_figure(groups: dict, results: list, x: str, out: Path) -> list:
     return save(fig, out, "speedup")
 
 
-def make_figures(root: Path, out: Path, x: str = "auto", at=None) -> dict:
-    """Draw the figures of the experiment under ``root`` into ``out``; returns {"curves": [...], "speedup": [...],
-    "speedup_json": path or None, "speedup_results": [...], "x": ...}."""
-    runs = load_runs(root)
+def make_figures(root: Path, out: Path, x: str = "auto", at=None, runs: list | None = None) -> dict:
+    """Draw the figures of the experiment under ``root`` (or of ``runs``, some of them) into ``out``; returns
+    {"curves": [...], "speedup": [...], "speedup_json": path or None, "speedup_results": [...], "x": ...}."""
+    runs = load_runs(root) if runs is None else runs
     groups = by_config(runs)
     x = choose_x(runs) if x == "auto" else x
     if at is None and x == "epoch":

@@ -250,12 +250,14 @@ def portable_command(command: str) -> str:
     return command if portable == argv else shlex.join(portable)
 
 
-def make_table(root: Path, out: Path, baseline: str | None = None, compare: bool = True) -> dict:
+def make_table(root: Path, out: Path, baseline: str | None = None, compare: bool = True,
+               runs: list | None = None) -> dict:
     """Write table.md, table.tex, table.csv (and, when seed pairs were compared with the baseline,
     significance.csv and its cache significance.json) into ``out``; returns {name: path}. ``baseline`` names
-    the row to compare with (default: significance.choose_baseline); ``compare=False`` skips the paired tests."""
+    the row to compare with (default: significance.choose_baseline); ``compare=False`` skips the paired tests;
+    ``runs``: the runs to report (default: every run below ``root``)."""
     root, out = Path(root), Path(out)
-    runs = load_runs(root)
+    runs = load_runs(root) if runs is None else runs
     groups = by_config(runs)
     rows = [summarize(config, rs) for config, rs in groups.items()]
     base = significance.choose_baseline(groups, baseline) if compare else None
