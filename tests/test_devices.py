@@ -168,3 +168,15 @@ def test_sweep_refuses_gpu_ids_beyond_the_visible_gpus_before_anything_runs(tmp_
     assert done.stderr.strip().splitlines()[-1] == ("normpos: error: run.gpu_ids=[2] names GPU 2, but this process "
                                                     "sees 2 GPU(s) (0,1); ids count from 0 within CUDA_VISIBLE_DEVICES")
     assert not list(tmp_path.rglob("run.json"))
+
+
+def test_a_cpu_only_torch_sees_no_gpu_without_being_imported():
+    """`make sweep` asks for the GPUs first; a +cpu torch wheel has none, which its version says (no import)."""
+    code = ("import sys, importlib.metadata as m; from normpos.experiment import devices; "
+            "print(m.version('torch'), devices.visible_gpus({}), devices.gpu_name(), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.split()
+    if not out[0].endswith("+cpu"):
+        pytest.skip(f"torch {out[0]} is not a CPU-only build")
+    assert out[1:] == ["[]", "None", "False"]
+    assert torch.cuda.device_count() == 0  # what importing it would have said
