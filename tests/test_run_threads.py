@@ -54,3 +54,12 @@ def test_a_run_records_its_threads_scores_with_them_and_names_the_update(tiny_bi
     assert re.search(r"\] update 4 \(epoch 1\): valid loss [0-9.]+", proc.stdout), proc.stdout[-1500:]
     assert re.search(r"\] update 8 \(epoch 1\): valid loss [0-9.]+", proc.stdout)
     assert json.loads((directory / "score.json").read_text())["sacrebleu_signature"]
+
+
+def test_the_sweep_eta_names_the_later_runs_and_assumes_they_take_as_long():
+    from normpos.experiment.run_one import sweep_eta
+
+    # 60 s left of a run 120 s in; 3 later runs of 180 s each, 2 at once: 60 + 3 x 180 / 2 = 330 s
+    assert sweep_eta(60, 120, 3, 2) == "; ~1.0 min left in this run, ~6 min in the sweep (3 later runs of it)"
+    assert sweep_eta(60, 120, 1, 2).endswith("(1 later run of it)")
+    assert sweep_eta(60, 120, 0, 2) == "; ~1.0 min left in this run" and sweep_eta(None, 5, 3, 2) == ""

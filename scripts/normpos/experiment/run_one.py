@@ -169,7 +169,8 @@ def sweep_eta(run_left: Optional[float], run_elapsed: float, runs_after: int, pa
     words = f"; ~{run_left / 60:.1f} min left in this run"
     if runs_after > 0:
         rest = run_left + runs_after * (run_elapsed + run_left) / max(1, parallel)
-        words += f", ~{rest / 60:.0f} min in the sweep ({runs_after} runs after this one)"
+        # runs_after counts the sweep's later-numbered runs, some of which may already run beside this one
+        words += f", ~{rest / 60:.0f} min in the sweep ({runs_after} later run{'s' if runs_after != 1 else ''} of it)"
     return words
 
 
