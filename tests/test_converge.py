@@ -102,6 +102,7 @@ def test_tiny_preset_trains_to_the_rule_writes_the_folder_and_reuses_its_runs(ti
     exp = yaml.safe_load((REPO / "configs/experiment/reproduce_tiny.yaml").read_text())["train"]
     folders = sorted(p.parent for p in root.rglob("status.json"))
     assert len(folders) == 5
+    capped = []
     for folder in folders:
         status = json.loads((folder / "status.json").read_text())
         if status["status"] != "finished":
@@ -113,11 +114,14 @@ def test_tiny_preset_trains_to_the_rule_writes_the_folder_and_reuses_its_runs(ti
         stop = next((e for e in range(w + 1, len(losses) + 1) if min(losses[:e - w]) - min(losses[:e]) < m), None)
         if stop is None:
             assert len(losses) == exp["max_epoch"] and status["reason"] == "", (folder, losses, status)
+            capped.append(min(losses[:-w]) - min(losses))  # what the README says it still gained
         else:
             assert len(losses) == stop and status["reason"].startswith("converged"), (folder, losses, status)
         assert (folder / "score.json").is_file()
     readme = (out / "README.md").read_text()
     assert "make reproduce-multi30k PRESET=tiny" in readme and "## How each run ended" in readme
+    said = re.findall(r"\*\*hit the maximum\*\* \(\d+ epochs\): best valid loss still improved ([0-9.]+) bits", readme)
+    assert sorted(float(x) for x in said) == pytest.approx(sorted(capped), abs=6e-4)
     # the time the runs took comes from their own records, so a re-render by a later invocation keeps it
     span = re.search(r"The runs trained from \S+ \S+ to their last end ([0-9.]+) min later, at commit (\w+)", readme)
     assert span and 0 < float(span.group(1)) < 30 and span.group(2) == json.loads(

@@ -149,7 +149,7 @@ def train(args, preset, base, cfg, out: Path) -> int:
             "machine": machine(), "cores": os.cpu_count(), "started": started, "minutes": (time.time() - t0) / 60,
             "trained_now": trained, "reused": len(ended) - trained, "max_epoch": cfg.train.max_epoch,
             "projected_minutes": planning.projected_seconds(preset, cfg.train.max_epoch) / 60,
-            "rule": rule_words(cfg), "settings": s}
+            "rule": rule_words(cfg), "window": cfg.train.converge_window, "settings": s}
     root = Path(args.run_root) / cfg.dataset.name / cfg.experiment
     try:
         planned = {Path(d).resolve() for _, d in ended.values()}

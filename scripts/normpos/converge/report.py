@@ -51,10 +51,18 @@ def training_span(runs) -> Optional[dict]:
             "commits": sorted({str(r.info.get("commit", "?"))[:7] for r in runs})}
 
 
-def ended_words(run) -> str:
+def ended_words(run, window: int) -> str:
+    """How a run ended; for one that hit the epoch cap, how far it still was from the rule: its best valid loss's
+    gain over the rule's window and in its last epoch (a step decay inside the window shows as a large gain)."""
     if run.status != FINISHED:
         return f"{run.status}: {run.reason}"
-    return run.reason if run.reason.startswith(CONVERGED) else f"**hit the maximum** ({run.epochs} epochs)"
+    if run.reason.startswith(CONVERGED):
+        return run.reason
+    losses = [v for _, v in sorted(run.curve("valid_loss", "epoch"))]
+    best = [min(losses[:i + 1]) for i in range(len(losses))]
+    gains = (f": best valid loss still improved {best[-1 - window] - best[-1]:.3f} bits over the last {window} "
+             f"epochs, {best[-2] - best[-1]:.3f} in the last" if len(best) > window and window >= 1 else "")
+    return f"**hit the maximum** ({run.epochs} epochs){gains}"
 
 
 def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = crosscheck.DEFAULT_FRONTIER,
@@ -89,7 +97,7 @@ def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = cro
              "## How each run ended", "", "| run | seed | epochs | ended |", "|---|---|---|---|"]
     for config, rs in groups.items():
         for r in rs:
-            lines.append(f"| {config} | {r.info['seed']} | {r.epochs} | {ended_words(r)} |")
+            lines.append(f"| {config} | {r.info['seed']} | {r.epochs} | {ended_words(r, info['window'])} |")
     lines += ["", "## Curves and speed-up", "", "![valid loss and BLEU per epoch](curves.png)", ""]
     if pair and peak is not None:
         s = pair[0]
