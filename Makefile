@@ -136,7 +136,7 @@ reproduce-wmt: $(SETUP)  ## WMT14 En-De: data, the sec. 4 sweep (Transformer bas
 REPRODUCE_PRESET = $(if $(filter command line environment,$(origin PRESET)),$(PRESET),gpu)
 REPRODUCE_ARGS ?=
 ifeq ($(REPRODUCE_PRESET),gpu)
-reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWSLT model size (GPU), or PRESET=cpu: converged, <= 150 min on 2 cores [DRY_RUN=1]
+reproduce-multi30k: $(SETUP)  ## Multi30k: the paper's sec. 3/4 grids at the IWSLT model size (GPU), or PRESET=cpu: to convergence or 10 epochs, <= 150 min on 2 cores [DRY_RUN=1]
 	$(call reproduce,multi30k,$(MULTI30K_EXPERIMENTS))
 else
 reproduce-multi30k: $(SETUP)
