@@ -112,8 +112,6 @@ def dry_run(preset, base) -> int:
 
 
 def train(args, preset, base, cfg, out: Path) -> int:
-    import os
-
     from normpos.experiment.run_one import machine
     from normpos.experiment.write_faults import RunRootWritable
     from normpos.frontier.cli import cpu_environment, settings
@@ -146,7 +144,7 @@ def train(args, preset, base, cfg, out: Path) -> int:
     make = f"make reproduce-multi30k PRESET={args.preset}" + (f" ARGS={shlex.quote(' '.join(args.overrides))}"
                                                                if args.overrides else "")
     info = {"preset": args.preset, "experiment": preset.experiment, "make_command": make, "commit": git_commit(),
-            "machine": machine(), "cores": os.cpu_count(), "started": started, "minutes": (time.time() - t0) / 60,
+            "machine": machine(), "started": started, "minutes": (time.time() - t0) / 60,
             "trained_now": trained, "reused": len(ended) - trained, "max_epoch": cfg.train.max_epoch,
             "projected_minutes": planning.projected_seconds(preset, cfg.train.max_epoch) / 60,
             "rule": rule_words(cfg), "window": cfg.train.converge_window, "settings": s}

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from normpos.experiment.convergence import CONVERGED
+from normpos.experiment.convergence import CONVERGED, verdict
 from normpos.files import write_text
 from normpos.report.figures import make_figures, mean_curve
 from normpos.report.runs import FINISHED, by_config, load_runs
@@ -31,6 +31,9 @@ def post_ln_peak(groups: dict, baseline: str) -> Optional[int]:
     return max(curve, key=lambda p: (p[1], -p[0]))[0] if curve else None
 
 
+HEADER = re.compile(r"# (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")  # run_one's line above each start's command
+
+
 def training_span(runs) -> Optional[dict]:
     """When the preset's runs trained, from their own records, whichever invocations trained them: the first
     start (the earliest command header of a train.log: ``# YYYY-mm-dd HH:MM:SS ...``), the last end (the latest
@@ -39,7 +42,8 @@ def training_span(runs) -> Optional[dict]:
     for r in runs:
         log, status = r.path / "train.log", r.path / "status.json"
         if log.is_file():
-            found = re.search(r"^# (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ", log.read_text(encoding="utf-8"), re.M)
+            with open(log, encoding="utf-8") as lines:  # the first header is at the top: no need to read on
+                found = next(filter(None, (HEADER.match(line) for line in lines)), None)
             if found:
                 starts.append(time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")))
         if status.is_file():
@@ -59,9 +63,9 @@ def ended_words(run, window: int) -> str:
     if run.reason.startswith(CONVERGED):
         return run.reason
     losses = [v for _, v in sorted(run.curve("valid_loss", "epoch"))]
-    best = [min(losses[:i + 1]) for i in range(len(losses))]
-    gains = (f": best valid loss still improved {best[-1 - window] - best[-1]:.3f} bits over the last {window} "
-             f"epochs, {best[-2] - best[-1]:.3f} in the last" if len(best) > window and window >= 1 else "")
+    over_window, last = verdict(losses, window, 0).gain_bits, verdict(losses, 1, 0).gain_bits  # the rule's gains
+    gains = (f": best valid loss still improved {over_window:.3f} bits over the last {window} epochs, {last:.3f} "
+             "in the last" if over_window is not None else "")
     return f"**hit the maximum** ({run.epochs} epochs){gains}"
 
 
