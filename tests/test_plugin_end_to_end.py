@@ -52,7 +52,7 @@ def num_updates(checkpoint: Path) -> int:
 def generate_argv(bin_dir, checkpoint) -> list:
     """fairseq-generate on the test split, beam 2 (the tool's name first, as normpos.fairseq_run takes it)."""
     return ["generate", bin_dir, "--path", checkpoint, "--gen-subset", "test", "--beam", "2",
-            "--batch-size", "20", "--max-len-b", "20"]
+            "--batch-size", "20", "--max-len-b", "20", "--num-workers", "0"]
 
 
 def generate(bin_dir, checkpoint) -> dict:

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from normpos.numerics import MODES as NUMERICS_MODES
+from normpos.plugin_names import plugin_names
 
 SCHEDULES = ("warmup_inverse_sqrt", "step_once", "constant_then_inverse_sqrt", "linear_decay", "constant")
 OPTIMIZERS = ("adam", "sgd", "radam")
@@ -138,9 +139,8 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg) -> ExperimentCfg:
     """Merge onto the schema (unknown keys, wrong types) and check the values; return a typed copy."""
-    from normpos_fairseq.architectures.transformer_normpos import SHAPES
-    from normpos_fairseq.ffn_init import FFN_INITS
-    from normpos_fairseq.schemes import scheme_names
+    names = plugin_names()  # the plugin's registered names, from a cache keyed by its source (no fairseq import)
+    schemes, shapes, ffn_inits = names["schemes"], names["shapes"], names["ffn_inits"]
 
     if OmegaConf.is_config(cfg):  # Hydra's own node (launcher, dirs) is not ours to check, nor resolvable here
         raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
@@ -152,9 +152,9 @@ def validate(cfg) -> ExperimentCfg:
     except OmegaConfBaseException as err:
         raise ConfigError(str(err).splitlines()[0] + f" (key: {getattr(err, 'full_key', '?')})") from None
     m, o, s, t = typed.model, typed.optim, typed.schedule, typed.train
-    _check(m.scheme in scheme_names(), f"unknown model.scheme {m.scheme!r}; valid: {', '.join(scheme_names())}")
-    _check(m.shape in SHAPES, f"unknown model.shape {m.shape!r}; valid: {', '.join(SHAPES)}")
-    _check(m.ffn_init in FFN_INITS, f"unknown model.ffn_init {m.ffn_init!r}; valid: {', '.join(FFN_INITS)}")
+    _check(m.scheme in schemes, f"unknown model.scheme {m.scheme!r}; valid: {', '.join(schemes)}")
+    _check(m.shape in shapes, f"unknown model.shape {m.shape!r}; valid: {', '.join(shapes)}")
+    _check(m.ffn_init in ffn_inits, f"unknown model.ffn_init {m.ffn_init!r}; valid: {', '.join(ffn_inits)}")
     _check(o.optimizer in OPTIMIZERS, f"unknown optim.optimizer {o.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     _check(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     _check(s.name in SCHEDULES, f"unknown schedule.name {s.name!r}; valid: {', '.join(SCHEDULES)}")
