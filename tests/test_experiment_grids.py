@@ -44,6 +44,11 @@ def grid(experiment: str, with_seeds: bool) -> list:
     return [[f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*(params[k] for k in keys))]
 
 
+# model options -> the built model's (layers, d, FFN, heads): every lr and schedule point of one model, in any
+# experiment of this file, shares its build (a model at the IWSLT size takes about a second to build)
+BUILT = {}
+
+
 def test_grids_are_read_from_the_experiment_files():
     # the parsing this file relies on, checked on two grids the paper states (sec. 3.2: 2 lr x 3 warm-up x 3 seeds)
     assert len(grid("sec3_postln_adam", with_seeds=True)) == 18 and len(grid("sec3_postln_adam", False)) == 6
@@ -53,7 +58,6 @@ def test_grids_are_read_from_the_experiment_files():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_grid_point_composes_validates_and_builds_its_model(experiment, dict_dir):
-    built = {}  # model options -> model: the lr and schedule points of one model share its build
     for overrides in grid(experiment, with_seeds=False):
         cfg = validate(composed(f"experiment={experiment}", *overrides))
         for override in overrides:  # each grid value reached the validated config (a variant is checked below)
@@ -66,19 +70,20 @@ def test_every_grid_point_composes_validates_and_builds_its_model(experiment, di
         options = argv[argv.index(cfg.dataset.data_bin) + 1:]
         langs = (cfg.dataset.source_lang, cfg.dataset.target_lang)
         model_options = tuple(options[:options.index("--optimizer")])
-        if model_options not in built:
-            fairseq_cfg, _, built[model_options] = build_task_and_model(dict_dir, *options, langs=langs)
+        if model_options not in BUILT:
+            fairseq_cfg, _, model = build_task_and_model(dict_dir, *options, langs=langs)
+            layer = model.decoder.layers[-1]
+            BUILT[model_options] = [len(model.encoder.layers), layer.fc1.in_features, layer.fc1.out_features,
+                                    layer.self_attn.num_heads]
+            del model
         else:  # fairseq still parses every point's full command (optimizer, scheduler options)
             from normpos.fairseq_build import train_cfg
 
             fairseq_cfg = train_cfg(dict_dir, *options, langs=langs)
-        model = built[model_options]
         m = cfg.model
         want = [override or default for override, default in
                 zip((m.layers, m.embed_dim, m.ffn_embed_dim, m.attention_heads), SHAPES[m.shape])]
-        layer = model.decoder.layers[-1]
-        got = [len(model.encoder.layers), layer.fc1.in_features, layer.fc1.out_features, layer.self_attn.num_heads]
-        assert got == want, (experiment, overrides)
+        assert BUILT[model_options] == want, (experiment, overrides)
         assert fairseq_cfg.model.arch == f"normpos_{m.shape}_{m.scheme}", (experiment, overrides)
         assert fairseq_cfg.lr_scheduler._name == command.SCHEDULER[cfg.schedule.name], (experiment, overrides)
         assert fairseq_cfg.optimization.lr[0] == pytest.approx(cfg.optim.lr)
