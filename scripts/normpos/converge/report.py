@@ -77,9 +77,13 @@ def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = cro
     runs = [r for r in every if planned is None or r.path.resolve() in planned]
     stray = sorted({r.info["config"] for r in every} - {r.info["config"] for r in runs})
     groups = by_config(runs)
-    table = make_table(root, out, baseline=baseline, runs=runs)
+    converged = sum(r.status == FINISHED and r.reason.startswith(CONVERGED) for r in runs)
+    # the titles say how the runs ended, from their records, rather than the section string each run.json holds
+    title = (f"{runs[0].info.get('dataset', '')} / {info['experiment']} (sec. 3.2 and sec. 4 on CPU, until converged "
+             f"or {info['max_epoch']} epochs: {converged} of {len(runs)} runs converged)") if runs else None
+    table = make_table(root, out, baseline=baseline, runs=runs, title=title)
     peak = post_ln_peak(groups, baseline)
-    figures = make_figures(root, out, x="epoch", at=peak, runs=runs)
+    figures = make_figures(root, out, x="epoch", at=peak, runs=runs, title=title)
     pair = [s for s in figures["speedup_results"] if s["post_ln"] == baseline and s["metric"] == "valid_bleu"]
     span = training_span(runs)
     lines = [f"# Multi30k, trained until converged or capped, on CPU: Xiong et al. 2020 sec. 3.2 and sec. 4 "
@@ -103,7 +107,6 @@ def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = cro
     for config, rs in groups.items():
         for r in rs:
             lines.append(f"| {config} | {r.info['seed']} | {r.epochs} | {ended_words(r, info['window'])} |")
-    converged = sum(r.status == FINISHED and r.reason.startswith(CONVERGED) for r in runs)
     lines += ["", f"{converged} of {len(runs)} runs met the convergence rule; the others stopped at the cap of "
               f"{info['max_epoch']} epochs (the table's numbers are theirs at that budget).", "",
               "## Curves and speed-up", "", "![valid loss and BLEU per epoch](curves.png)", ""]

@@ -192,15 +192,17 @@ def speedup_figure(groups: dict, results: list, x: str, out: Path) -> list:
     return save(fig, out, "speedup")
 
 
-def make_figures(root: Path, out: Path, x: str = "auto", at=None, runs: list | None = None) -> dict:
+def make_figures(root: Path, out: Path, x: str = "auto", at=None, runs: list | None = None,
+                 title: str | None = None) -> dict:
     """Draw the figures of the experiment under ``root`` (or of ``runs``, some of them) into ``out``; returns
-    {"curves": [...], "speedup": [...], "speedup_json": path or None, "speedup_results": [...], "x": ...}."""
+    {"curves": [...], "speedup": [...], "speedup_json": path or None, "speedup_results": [...], "x": ...}.
+    ``title``: the curves' title (default: dataset / experiment and the section the runs recorded)."""
     runs = load_runs(root) if runs is None else runs
     groups = by_config(runs)
     x = choose_x(runs) if x == "auto" else x
     if at is None and x == "epoch":
         at = SPEEDUP_AT_EPOCH
-    result = {"x": X_NAMES[x], "curves": curves_figure(groups, x, experiment_title(runs), Path(out)), "speedup": [],
+    result = {"x": X_NAMES[x], "curves": curves_figure(groups, x, title or experiment_title(runs), Path(out)), "speedup": [],
               "speedup_json": None, "speedup_results": []}
     found = [s for pre, post in speedup_pairs(groups) for m in METRICS if (s := speedup(groups, pre, post, m, x, at))]
     if found:

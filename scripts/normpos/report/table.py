@@ -251,11 +251,12 @@ def portable_command(command: str) -> str:
 
 
 def make_table(root: Path, out: Path, baseline: str | None = None, compare: bool = True,
-               runs: list | None = None) -> dict:
+               runs: list | None = None, title: str | None = None) -> dict:
     """Write table.md, table.tex, table.csv (and, when seed pairs were compared with the baseline,
     significance.csv and its cache significance.json) into ``out``; returns {name: path}. ``baseline`` names
     the row to compare with (default: significance.choose_baseline); ``compare=False`` skips the paired tests;
-    ``runs``: the runs to report (default: every run below ``root``)."""
+    ``runs``: the runs to report (default: every run below ``root``); ``title``: what the table is of (default:
+    dataset / experiment and the section the runs recorded)."""
     root, out = Path(root), Path(out)
     runs = load_runs(root) if runs is None else runs
     groups = by_config(runs)
@@ -266,7 +267,7 @@ def make_table(root: Path, out: Path, baseline: str | None = None, compare: bool
         row["is_baseline"] = row["config"] == base
         if base is not None and not row["is_baseline"]:
             row.update(significance.summarize(pairs, row["config"]))
-    title = f"{experiment_title(runs)}: test BLEU per configuration"
+    title = f"{title or experiment_title(runs)}: test BLEU per configuration"
     compared = any("metrics" in p for p in pairs)
     detail = significance.detail_markdown(pairs, groups, base) if pairs else []
     md = "\n".join([f"# {title}", "", markdown(rows), "", *notes(runs, groups, base, compared, compare), "",
