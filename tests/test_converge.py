@@ -125,6 +125,7 @@ def test_tiny_preset_trains_to_the_rule_writes_the_folder_and_reuses_its_runs(ti
     assert (out / "table.md").read_text().splitlines()[0].endswith(
         f"until converged or {exp['max_epoch']} epochs: {n_converged} of 5 runs converged): test BLEU per configuration")
     assert f"{n_converged} of 5 runs met the convergence rule" in readme
+    assert "by `make reproduce-multi30k PRESET=tiny" in (out / "table.md").read_text()  # its maker, title and all
     assert "make reproduce-multi30k PRESET=tiny" in readme and "## How each run ended" in readme
     said = re.findall(r"\*\*hit the maximum\*\* \(\d+ epochs\): best valid loss still improved ([0-9.]+) bits", readme)
     assert sorted(float(x) for x in said) == pytest.approx(sorted(capped), abs=6e-4)

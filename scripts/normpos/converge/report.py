@@ -81,7 +81,7 @@ def write(root: Path, out: Path, baseline: str, info: dict, frontier: Path = cro
     # the titles say how the runs ended, from their records, rather than the section string each run.json holds
     title = (f"{runs[0].info.get('dataset', '')} / {info['experiment']} (sec. 3.2 and sec. 4 on CPU, until converged "
              f"or {info['max_epoch']} epochs: {converged} of {len(runs)} runs converged)") if runs else None
-    table = make_table(root, out, baseline=baseline, runs=runs, title=title)
+    table = make_table(root, out, baseline=baseline, runs=runs, title=title, made_by=info["make_command"])
     peak = post_ln_peak(groups, baseline)
     figures = make_figures(root, out, x="epoch", at=peak, runs=runs, title=title)
     pair = [s for s in figures["speedup_results"] if s["post_ln"] == baseline and s["metric"] == "valid_bleu"]

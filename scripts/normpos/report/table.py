@@ -214,13 +214,15 @@ def notes(runs: list, groups: dict, baseline: str | None, compared: bool, asked:
     return lines
 
 
-def provenance(runs: list, root: Path, out: Path, baseline: str | None = None, compare: bool = True) -> list:
+def provenance(runs: list, root: Path, out: Path, baseline: str | None = None, compare: bool = True,
+               made_by: str | None = None) -> list:
     """Where every number comes from: the commands, commits and machines, and when the table was made (with the
-    options that chose the baseline row, so the command given reproduces the table)."""
+    options that chose the baseline row, so the command given reproduces the table; ``made_by``: the command
+    of a caller that chose the runs or the title itself)."""
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     options = ([] if compare else ["--no-significance"]) + (["--baseline", baseline] if baseline and compare else [])
-    report = shlex.join(["python", "-m", "normpos.report", "table", "--root", portable_path(root),
-                         "--out", portable_path(out), *options])
+    report = made_by or shlex.join(["python", "-m", "normpos.report", "table", "--root", portable_path(root),
+                                    "--out", portable_path(out), *options])
     commits = sorted({str(r.info.get("commit")) for r in runs if r.info.get("commit")})
     machines = sorted({str(r.info.get("machine")) for r in runs if r.info.get("machine")})
     lines = ["## Provenance", "",
@@ -251,12 +253,13 @@ def portable_command(command: str) -> str:
 
 
 def make_table(root: Path, out: Path, baseline: str | None = None, compare: bool = True,
-               runs: list | None = None, title: str | None = None) -> dict:
+               runs: list | None = None, title: str | None = None, made_by: str | None = None) -> dict:
     """Write table.md, table.tex, table.csv (and, when seed pairs were compared with the baseline,
     significance.csv and its cache significance.json) into ``out``; returns {name: path}. ``baseline`` names
     the row to compare with (default: significance.choose_baseline); ``compare=False`` skips the paired tests;
     ``runs``: the runs to report (default: every run below ``root``); ``title``: what the table is of (default:
-    dataset / experiment and the section the runs recorded)."""
+    dataset / experiment and the section the runs recorded); ``made_by``: the command a caller that chose
+    ``runs`` or ``title`` was started with (default: the ``normpos.report table`` command that gives this table)."""
     root, out = Path(root), Path(out)
     runs = load_runs(root) if runs is None else runs
     groups = by_config(runs)
@@ -271,7 +274,7 @@ def make_table(root: Path, out: Path, baseline: str | None = None, compare: bool
     compared = any("metrics" in p for p in pairs)
     detail = significance.detail_markdown(pairs, groups, base) if pairs else []
     md = "\n".join([f"# {title}", "", markdown(rows), "", *notes(runs, groups, base, compared, compare), "",
-                    *detail, *provenance(runs, root, out, baseline, compare), ""])
+                    *detail, *provenance(runs, root, out, baseline, compare, made_by), ""])
     paths = {"md": out / "table.md", "tex": out / "table.tex", "csv": out / "table.csv"}
     write_text(paths["md"], md)
     write_text(paths["tex"], latex(rows, title))
