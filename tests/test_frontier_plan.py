@@ -130,6 +130,24 @@ def test_the_slope_uses_only_depths_whose_frontier_is_inside_the_grid():
     assert math.isclose(slope([(2, fronts[2]), (8, fronts[2])])[0], 0.0, abs_tol=1e-12)
 
 
+def test_equal_depth_patterns_at_other_lrs_give_equal_slopes_and_tie_in_the_rank_test():
+    from normpos.frontier.theory_link import spearman
+
+    def halving(top):  # lr* halves per doubling of depth, starting from the top-th lr of the grid
+        return slope([(d, column_frontier(LRS, column({1: [TRAINS] * (top - i) + [S]}), 1))
+                      for i, d in enumerate((2, 4, 8))])[0]
+
+    def flat(top):
+        return slope([(d, column_frontier(LRS, column({1: [TRAINS] * top + [S]}), 1)) for d in (2, 4, 8)])[0]
+
+    # unrounded, these fits come out as -1.0000000000000009, -0.9999999999999996, 4e-16, 1e-15, ...
+    assert {halving(3), halving(4), halving(5)} == {-1.0} and {flat(1), flat(3), flat(5)} == {0.0}
+    # tied frontier slopes share one average rank (1.5, 1.5, 3.5, 3.5 against 1, 2, 3, 4): rho = 4 / sqrt(5 * 4),
+    # by hand; ties broken by float noise would give 0.8 or 1.0
+    grads, fronts = [0.1, 0.2, 0.3, 0.4], [halving(3), halving(5), flat(2), flat(4)]
+    assert spearman(grads, fronts)["rho"] == pytest.approx(4 / math.sqrt(20))
+
+
 def test_every_preset_loads_and_names_an_experiment_that_exists():
     from conftest import REPO
 

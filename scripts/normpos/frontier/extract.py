@@ -77,4 +77,6 @@ def slope(points: Sequence[Tuple[int, Optional[Frontier]]]) -> Tuple[Optional[fl
     if len(depths) < 2:
         return None, depths
     fit = np.polyfit(np.log([d for d, _ in used]), np.log([lr for _, lr in used]), 1)
-    return float(fit[0]), depths
+    # rounded: columns with the same pattern (lr* halving per doubling, flat...) fit to -1 or 0 only up to float
+    # noise (-1.0000000000000009, -0.9999999999999996), which would rank equal slopes apart in the Spearman test
+    return round(float(fit[0]), 9) + 0.0, depths
