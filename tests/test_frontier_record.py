@@ -40,6 +40,12 @@ def test_a_new_scheme_and_added_lrs_train_only_what_the_record_lacks(tiny_bin, t
     tiny(tiny_bin, out, tmp_path / "root1", "SCHEMES=post_ln", "LRS=1e-2")
     first = read_csv(out / "runs.csv")
     assert [(r["scheme"], r["lr"], r["outcome"]) for r in first] == [("post_ln", "0.01", "trains")]  # tiny.yaml's bar
+    # a run reused from its run folder (another results folder: no record to read) keeps the commit it trained at
+    (info_path,) = (tmp_path / "root1").rglob("run.json")
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "commit": "0" * 40}))
+    again = tiny(tiny_bin, tmp_path / "out-again", tmp_path / "root1", "SCHEMES=post_ln", "LRS=1e-2")
+    assert "(0 trained now, 1 reused from their run folders" in again.stdout
+    assert [r["commit"] for r in read_csv(tmp_path / "out-again" / "runs.csv")] == ["0" * 40]
 
     # one more scheme, on the whole grid (1e-2, 1e2): only its cells train; the folder keeps post_ln, whose
     # column has not been climbed onto 1e2 yet: its lr* is a bound and the notes say so

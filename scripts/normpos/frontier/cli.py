@@ -216,11 +216,12 @@ def train(args, preset, grid, rows, base, cfg, jobs, why, out: Path) -> int:
             for seed in seeds:
                 key = col.key(i, seed)
                 if key in found:
-                    cells.append(cell_row(key, *found[key], reuse.commits.get(key, commit)))
+                    cells.append(cell_row(key, *found[key], reuse.commits.get(key) or measured_at(found[key][1], commit)))
                     emitted.add(key)
                 elif seed == seeds[0]:
                     cells.append({**cell_row(key, None, None), "outcome": NOT_RUN})
-    cells += [cell_row(key, *found[key], reuse.commits.get(key, commit)) for key in found if key not in emitted]
+    cells += [cell_row(key, *found[key], reuse.commits.get(key) or measured_at(found[key][1], commit))
+              for key in found if key not in emitted]
     w = shown.warmup
     info = {
         "preset": args.preset, "experiment": preset.experiment, "schemes": list(shown.schemes),
@@ -265,6 +266,15 @@ def cpu_environment(jobs: int) -> None:
         os.environ.setdefault(numerics.ENV_THREADS, "1")
     for name, value in MALLOC.items():
         os.environ.setdefault(name, value)
+
+
+def measured_at(directory, default: str) -> str:
+    """The commit a run folder's run was trained at (its run.json): a run reused from its folder rather than from
+    the record was measured by an earlier invocation, not this one."""
+    from normpos.experiment.run_one import read_json
+
+    info = read_json(Path(directory) / "run.json") if directory else None
+    return (info or {}).get("commit") or default
 
 
 def cell_row(key: Key, outcome, directory, commit: Optional[str] = None) -> dict:
