@@ -34,14 +34,11 @@ def dict_dir(tmp_path_factory) -> Path:
 
 
 def tiny_corpus_lines(lang: str, count: int):
-    """Real text (Multi30k, tokenized and lowercased) when staged, else a synthetic copy task."""
-    tok = SHARED_DATA / "multi30k" / "task1" / "tok" / f"train.lc.norm.tok.{lang}"
-    if tok.is_file():
-        return tok.read_text(encoding="utf-8").splitlines()[:count]
-    import random
-
-    rng = random.Random(0)
-    return [" ".join(f"w{rng.randrange(40)}" for _ in range(6)) for _ in range(count)]
+    """Real text (Multi30k, tokenized and lowercased); the test is skipped, with the reason, when it is not staged.
+    (A synthetic stand-in of equal-length lines was tried: the thresholds the tests assert, set on real text,
+    do not hold on it, so the tests failed instead of skipping.)"""
+    tok = shared_data("multi30k", "task1", "tok", f"train.lc.norm.tok.{lang}")
+    return tok.read_text(encoding="utf-8").splitlines()[:count]
 
 
 @pytest.fixture(scope="session")
