@@ -17,7 +17,6 @@ from normpos_fairseq.schemes import scheme_names
 VALID = "a dry run prints the command"
 
 
-
 def check_in_child(scheme, cache):
     """A dry-run sweep of one run with this scheme: its first output line (the command or the one-line error),
     and whether the process imported fairseq (python -X importtime lists every module it imports)."""

@@ -210,18 +210,21 @@ def train(args, preset, grid, rows, base, cfg, jobs, why, out: Path) -> int:
     # the folder covers the record's map and this invocation's: SCHEMES=mine adds a scheme, drops none
     shown = record.merged_preset(preset, reuse.plan)
     cells, emitted = [], set()
+
+    def measured_row(key: Key) -> dict:  # a reused record row keeps its commit; a run folder says its own
+        return cell_row(key, *found[key], reuse.commits.get(key) or measured_at(found[key][1], commit))
+
     for col in sum(planning.columns(shown), []):
         seeds = col.seeds
         for i, lr in enumerate(col.lrs):
             for seed in seeds:
                 key = col.key(i, seed)
                 if key in found:
-                    cells.append(cell_row(key, *found[key], reuse.commits.get(key) or measured_at(found[key][1], commit)))
+                    cells.append(measured_row(key))
                     emitted.add(key)
                 elif seed == seeds[0]:
                     cells.append({**cell_row(key, None, None), "outcome": NOT_RUN})
-    cells += [cell_row(key, *found[key], reuse.commits.get(key) or measured_at(found[key][1], commit))
-              for key in found if key not in emitted]
+    cells += [measured_row(key) for key in found if key not in emitted]
     w = shown.warmup
     info = {
         "preset": args.preset, "experiment": preset.experiment, "schemes": list(shown.schemes),

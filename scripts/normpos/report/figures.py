@@ -202,8 +202,8 @@ def make_figures(root: Path, out: Path, x: str = "auto", at=None, runs: list | N
     x = choose_x(runs) if x == "auto" else x
     if at is None and x == "epoch":
         at = SPEEDUP_AT_EPOCH
-    result = {"x": X_NAMES[x], "curves": curves_figure(groups, x, title or experiment_title(runs), Path(out)), "speedup": [],
-              "speedup_json": None, "speedup_results": []}
+    result = {"x": X_NAMES[x], "curves": curves_figure(groups, x, title or experiment_title(runs), Path(out)),
+              "speedup": [], "speedup_json": None, "speedup_results": []}
     found = [s for pre, post in speedup_pairs(groups) for m in METRICS if (s := speedup(groups, pre, post, m, x, at))]
     if found:
         result["speedup"] = speedup_figure(groups, found, x, Path(out))
